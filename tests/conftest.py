@@ -1,0 +1,15 @@
+"""Shared pytest set-up: every test runs offline, with the smoke profile and its own runs directory."""
+import os
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DOMAINTUNE_PROFILE", "smoke")
+
+
+@pytest.fixture(autouse=True)
+def _runs_dir(tmp_path, monkeypatch):
+    "Each test writes runs into its own temporary directory."
+    monkeypatch.setenv("DOMAINTUNE_RUNS", str(tmp_path / "runs"))
