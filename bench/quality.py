@@ -1,0 +1,162 @@
+"""Held-out quality of each task against its baselines, in one table, with 95% bootstrap intervals and a plot per task.
+
+Each task is trained at the hardware profile through its own module (`tasks/<task>.train`) and scored on its held-out
+test split (`tasks/<task>.evaluate`), which no model trained or was tuned on. Or pass finished run directories with
+--runs and nothing is trained.
+
+- classify: the fine-tuned encoder vs TF-IDF + logistic regression (fitted on the run's training split) vs zero-shot
+  prompting of an instruct LM, all on the same test reviews (`classify.compare_systems`).
+- summarize: the base model vs the fine-tuned one, ROUGE with 95% intervals (from the task's evaluate).
+- qa: prompting vs retrieval vs the fine-tuned model (from the task's evaluate).
+
+    python bench/quality.py                                    # train and score all three at the cpu profile
+    python bench/quality.py --runs classify=runs/classify-... summarize=runs/summarize-...
+    python bench/quality.py --quick --out /tmp/b               # tiny models and toy rows at the smoke profile
+"""
+import importlib, json, sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
+
+TASKS = ("classify", "summarize", "qa")
+HEADLINE = dict(classify="accuracy", summarize="rougeL", qa="token_f1")
+
+
+def task_module(task: str):
+    "The task's module (the task contract: train, evaluate, ...)."
+    return importlib.import_module(f"domaintune_course.tasks.{task}")
+
+
+# ---------------------------------------------------------------- training (or reusing) a run
+
+def quick_setup(task: str, work: Path) -> dict:
+    "TrainConfig overrides for --quick: a tiny model and toy rows written to a file."
+    from domaintune_course import testing
+    kind = "encoder" if task == "classify" else "causal"
+    rows = dict(classify=testing.toy_reviews(40), summarize=testing.toy_dialogues(24), qa=testing.toy_qa_rows(24))[task]
+    return dict(model=str(testing.tiny_model_dir(kind, work / f"tiny-{kind}")), data=str(testing.write_jsonl(rows, work / f"{task}.jsonl")))
+
+
+def get_run(task: str, module, args, work: Path) -> tuple[Path, dict | None]:
+    "The run directory to score: the one given with --runs, or a new run trained at the profile."
+    if task in args.runs: return Path(args.runs[task]), None
+    from domaintune_course.config import make_config
+    overrides = quick_setup(task, work) if args.quick else {}
+    if args.quick and task != "classify": overrides["strategy"] = "lora"  # NF4 needs layers wider than the tiny model's
+    cfg = make_config(task, args.profile, **overrides)
+    run_dir = work / f"{task}-run"; run_dir.mkdir(parents=True, exist_ok=True)
+    train_metrics = module.train(cfg, run_dir)
+    return run_dir, {k: v for k, v in train_metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+# ---------------------------------------------------------------- the systems compared, per task
+
+def classify_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
+    "Fine-tuned encoder, TF-IDF + LR and zero-shot prompting on the same held-out reviews, with intervals; and the plot."
+    from domaintune_course.metrics import plot_metric_comparison
+    from domaintune_course.tasks import classify as c
+    c.evaluate(run_dir, None, args.limit)  # the task's own scoring: eval.json, confusion matrix and curves in the run
+    info = json.loads((run_dir / "classify.json").read_text(encoding="utf-8"))
+    split = {k: read_jsonl(run_dir / "data" / f"{k}.jsonl") for k in ("train", "validation", "test")}
+    test = c.take_balanced(split["test"], args.limit, info["seed"])
+    texts, y = [r["text"] for r in test], [r["label"] for r in test]
+    model, tok = c.load_classifier(run_dir)
+    scores = {"fine-tuned encoder": c.predict_proba(model, tok, texts, info["max_length"], info["truncation"]),
+              "tf-idf + logistic regression": c.tfidf_scores(c.tfidf_baseline(split["train"], split["validation"], info["seed"]), texts),
+              "zero-shot prompting": c.zero_shot_scores(texts, args.zero_shot_model or quick_zero_shot(work))}
+    table = c.compare_systems(y, scores, seed=info["seed"])
+    systems = {name: {k: (int(v) if k == "n" else float(v)) for k, v in row.items()} for name, row in table.iterrows()}
+    fig = plot_metric_comparison(systems, "accuracy", {n: (r["ci_low"], r["ci_high"]) for n, r in systems.items()},
+                                 title=f"Held-out reviews (n={len(y)}): accuracy, 95% intervals")
+    return systems, fig
+
+
+def summarize_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
+    "Base vs fine-tuned ROUGE from the task's evaluate, with the 95% paired interval of each difference; and its plot."
+    from domaintune_course.tasks import summarize as s
+    ev = s.evaluate(run_dir, None, args.limit)
+    systems = {"base": dict(ev["base"], n=ev["n"]), "fine-tuned": dict(ev["finetuned"], n=ev["n"]),
+               "fine-tuned - base": {"n": ev["n"]} | {t: d["delta"] for t, d in ev["delta"].items()}
+                                    | {f"{t}_low": d["low"] for t, d in ev["delta"].items()} | {f"{t}_high": d["high"] for t, d in ev["delta"].items()}}
+    return systems, s.plot_rouge(ev)
+
+
+def qa_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
+    "Prompting, prompting with retrieval and the fine-tuned model on the same held-out questions (the task's `compare`); and its plot."
+    from domaintune_course.tasks import qa
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if (run_dir / "config.json").is_file() else {}
+    limit = args.limit or cfg.get("config", {}).get("eval_limit")
+    records = read_jsonl(run_dir / "data" / "test.jsonl")[:limit]
+    table, _ = qa.compare(run_dir, records, read_jsonl(run_dir / "data" / "train.jsonl"))
+    systems = {("prompting (base)" if n == "base" else n): dict(r, n=len(records)) for n, r in table.items()}
+    return systems, qa.plot_systems(table)
+
+
+SYSTEMS = dict(classify=classify_systems, summarize=summarize_systems, qa=qa_systems)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    "Rows of a JSON Lines file (a run's data split)."
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def bench_task(task: str, args, work: Path) -> dict:
+    "Train (or reuse) the task's run, score it against its baselines, save the plot; one row of the quality table."
+    try:
+        module = task_module(task)
+        run_dir, train_metrics = get_run(task, module, args, work)
+        systems, fig = SYSTEMS[task](run_dir, args, work)
+    except Exception as e:  # one task failing must not lose the others' results
+        import traceback
+        return dict(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
+    fig.savefig(args.out / f"quality_{task}.png", dpi=100)
+    return dict(status="ok", metric=HEADLINE[task], systems=systems, plot=f"quality_{task}.png", trained_here=train_metrics is not None,
+                run_dir=str(run_dir) if task in args.runs or args.keep_runs else None, train_metrics=train_metrics)
+
+
+def quick_zero_shot(work: Path) -> str:
+    "The zero-shot model: SmolLM2 normally, a tiny causal LM for --quick."
+    d = work / "tiny-causal"
+    if not (d / "config.json").is_file():
+        from domaintune_course.testing import tiny_model_dir
+        tiny_model_dir("causal", d)
+    return str(d)
+
+
+def parse_runs(items: list[str]) -> dict:
+    "task=DIR pairs from --runs."
+    runs = {}
+    for item in items or []:
+        task, _, path = item.partition("=")
+        if task not in TASKS or not path: raise SystemExit(f"--runs {item!r}: give task=DIR with task one of {', '.join(TASKS)}.")
+        if not Path(path).is_dir(): raise SystemExit(f"--runs {item!r}: {path} is not a directory.")
+        runs[task] = path
+    return runs
+
+
+def main(argv=None):
+    p = benchlib.parser(__doc__.split("\n")[0])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="score these finished run directories instead of training")
+    p.add_argument("--profile", default=None, help="hardware profile for training (default: cpu; --quick: smoke)")
+    p.add_argument("--limit", type=int, default=None, help="held-out examples scored per task (default: the profile's eval_limit)")
+    p.add_argument("--zero-shot-model", default=None, help="instruct LM for zero-shot classification (default: smollm2-135m)")
+    p.add_argument("--keep-runs", type=Path, default=None, help="train new runs here and keep them (default: a temporary directory)")
+    args = p.parse_args(argv)
+    args.runs, args.profile = parse_runs(args.runs), args.profile or ("smoke" if args.quick else "cpu")
+    if args.zero_shot_model is None and not args.quick: args.zero_shot_model = "smollm2-135m"
+    if args.limit is None:
+        from domaintune_course.config import make_config
+        args.limit = make_config("classify", args.profile).eval_limit
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.keep_runs or benchlib.temp_dir("bench-quality-")
+    work.mkdir(parents=True, exist_ok=True)
+    result = dict(benchmark="quality", **benchlib.header(__file__, argv), quick=args.quick, profile=args.profile, limit=args.limit,
+                  tasks={task: bench_task(task, args, work) for task in args.tasks})
+    result["all_ok"] = all(t["status"] == "ok" for t in result["tasks"].values())
+    print(benchlib.write_result(args.out, "quality.json", result))
+    return result
+
+
+if __name__ == "__main__": sys.exit(0 if main()["all_ok"] else 1)  # a failed part fails `make bench`

@@ -1,0 +1,153 @@
+"""Run every benchmark (throughput, memory, quality, lessons) and write `SUMMARY.md`: a Markdown table per results file,
+each with the date, machine and command that produced it.
+
+    python bench/run_all.py                      # everything (what `make bench` runs); expect a few hours on 2 CPU cores
+    python bench/run_all.py --only throughput memory
+    python bench/run_all.py --summary-only       # rewrite SUMMARY.md from the JSON files already in --out
+    python bench/run_all.py --quick --out /tmp/b
+"""
+import json, subprocess, sys, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
+
+BENCHMARKS = ("throughput", "memory", "quality", "lessons")
+
+
+def run(name: str, args) -> dict:
+    "Run one benchmark script in its own process; its exit status and wall time."
+    cmd = [sys.executable, str(Path(__file__).with_name(f"{name}.py")), "--out", str(args.out)] + (["--quick"] if args.quick else [])
+    if name == "quality" and args.runs: cmd += ["--runs", *args.runs]
+    start = time.perf_counter()
+    rc = subprocess.run(cmd, cwd=benchlib.ROOT).returncode
+    return dict(returncode=rc, seconds=round(time.perf_counter() - start, 1))
+
+
+# ---------------------------------------------------------------- Markdown
+
+def table(header: list[str], rows: list[list]) -> str:
+    "A Markdown table."
+    cell = lambda v: "" if v is None else (f"{v + 0.0:.3g}" if isinstance(v, float) else str(v)).replace("|", "\\|")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+
+
+def provenance(d: dict) -> str:
+    "One line: when, where and how a results file was made."
+    m, v = d.get("machine", {}), d.get("versions", {})
+    gpu = m.get("gpu") or "no GPU"
+    libs = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "peft", "bitsandbytes") if v.get(k))
+    quick = " **(--quick: tiny models, the figures mean nothing)**" if d.get("quick") else ""
+    return f"_{d.get('date', '?')} · {m.get('cores', '?')} cores, {m.get('cpu', '?')}, {m.get('memory_gb', '?')} GB, {gpu} · {libs} · `{d.get('command', '?')}`_{quick}"
+
+
+def mark(ok) -> str: return "met" if ok else "**missed**"
+
+
+def pct(x) -> str: return "" if x is None else f"{100 * x:.1f}%"
+
+
+def throughput_md(d: dict) -> str:
+    "Tokens per second, padding and speedups per path and strategy."
+    out, t = [], d["targets"]
+    for path in ("causal", "classify"):
+        if path not in d: continue
+        p = d[path]
+        classic, dynamic = p["strategies"]["pad_to_max"]["tokens_per_second"], p["strategies"]["dynamic"]["tokens_per_second"]
+        rows = [[n, pct(r["padding_fraction"]), r["tokens_per_second"], r["seconds"], r["steps"], f"{r['tokens_per_second'] / classic:.2f}x",
+                 f"{r['tokens_per_second'] / dynamic:.2f}x"] for n, r in p["strategies"].items()]
+        c, met = p["strategies"][p["course"]], p["meets_targets"]
+        out += [f"**{path}**: {p['model']}, {p['strategy']} {p['precision']}, {p['data']}; {p['examples']} examples (mean {p['mean_length']} tokens, "
+                f"longest {p['max_example_length']}), batch {p['batch_size']}, max_length {p['max_length']}.", "",
+                table(["strategy", "padding", "tokens/s", "seconds", "steps", "vs classic", "vs dynamic"], rows), "",
+                f"Course pipeline (`{p['course']}`): padding {pct(c['padding_fraction'])} (target <= {pct(t['padding_fraction_max'])}: "
+                f"{mark(met['padding_fraction'])}), {p['speedup_vs_classic']:.2f}x classic (target >= {t['speedup_vs_classic_min']}x: "
+                f"{mark(met['speedup_vs_classic'])}), {p['speedup_vs_dynamic']:.2f}x dynamic (target >= {t['speedup_vs_dynamic_min']}x: "
+                f"{mark(met['speedup_vs_dynamic'])})."]
+        if p.get("packing_check"):
+            pc = p["packing_check"]
+            out.append(f"Packing check on this model (lesson 01a's `check_packing`, {pc['examples']} examples): "
+                       f"{'losses match' if pc['ok'] else '**losses differ**'} (max difference {pc['max_diff']:.2g}).")
+        out.append("")
+    return "\n".join(out)
+
+
+def memory_md(d: dict) -> str:
+    "Estimated vs measured weights and peak training memory."
+    rows = [[r["name"], r["precision"], r.get("strategy"), r.get("footprint_tensor_mb"), r.get("estimated_footprint_mb"), r.get("footprint_error_pct"),
+             r.get("peak_training_mb"), r.get("estimated_peak_training_mb"), r.get("peak_training_error_pct"), r.get("error", "")[-80:] or None]
+            for r in d["rows"]]
+    head = ["model", "precision", "strategy", "weights MB", "estimate", "error %", "peak training MB", "estimate", "error %", "failure"]
+    r0 = d["rows"][0] if d["rows"] else {}
+    lines = [f"Batch {r0.get('batch_size')} x {r0.get('max_length')} tokens (every example padded to it), {r0.get('steps')} AdamW steps; "
+             f"measured with {r0.get('measured_with', '?')} minus the RSS before loading.", "", table(head, rows), ""]
+    if d.get("max_error_pct") is not None:
+        lines.append(f"Largest error: {d['max_error_pct']:.1f}% (target within {d['target_pct']:.0f}%: {mark(d['meets_target'])}).")
+    else: lines.append("No estimates: every configuration failed (see `failure`).")
+    return "\n".join(lines) + "\n"
+
+
+def quality_md(d: dict) -> str:
+    "One table: every task's systems on held-out data, with intervals."
+    rows = []
+    for task, t in d["tasks"].items():
+        if t["status"] != "ok":
+            rows.append([task, t["status"], None, None, None, (t.get("reason") or t.get("error", ""))[:100]]); continue
+        m = t["metric"]
+        for name, r in t["systems"].items():
+            lo, hi = r.get("ci_low", r.get(f"{m}_low")), r.get("ci_high", r.get(f"{m}_high"))
+            rows.append([task, name, m, r.get(m), f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else None, r.get("n")])
+    return "\n".join([f"Profile `{d.get('profile')}`, at most {d.get('limit')} held-out examples per task; plots: "
+                      + ", ".join(f"`{t['plot']}`" for t in d["tasks"].values() if t.get("plot")), "",
+                      table(["task", "system", "metric", "value", "95% interval", "n"], rows), ""])
+
+
+def lessons_md(d: dict) -> str:
+    "Minutes and peak memory per notebook, and the total."
+    rows = [[nb, "ok" if r["ok"] else "**failed**", round(r["seconds"] / 60, 2), r["peak_rss_mb"]] for nb, r in d["notebooks"].items()]
+    return "\n".join([f"Profile `{d['profile']}`, cells tagged {', '.join(d['skipped_cell_tags'])} skipped.", "",
+                      table(["notebook", "status", "minutes", "peak RSS MB"], rows), "",
+                      f"Total: {d['total_minutes']} minutes (target under {d['target_seconds'] // 60} minutes: {mark(d['meets_target'])}).", ""])
+
+
+SECTIONS = dict(throughput=("Training throughput", throughput_md), memory=("Memory: estimator vs measurement", memory_md),
+                quality=("Held-out quality", quality_md), lessons=("Lesson cost", lessons_md))
+
+
+def summary(out: Path, ran: dict | None = None, argv: list[str] | None = None) -> Path:
+    "Write `out/SUMMARY.md` from the results files in `out`."
+    parts = ["# Benchmark results", "", f"Written by `{benchlib.command(__file__, argv)}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+             "Each section comes from its JSON file in this directory and names the machine and command that produced it.", ""]
+    for name, (title, render) in SECTIONS.items():
+        path = out / f"{name}.json"
+        parts += [f"## {title} (`{name}.json`)", ""]
+        if not path.is_file(): parts += ["Not run yet.", ""]; continue
+        d = json.loads(path.read_text(encoding="utf-8"))
+        parts += [provenance(d), "", render(d)]
+        if ran and name in ran and ran[name]["returncode"] != 0: parts += [f"**The last run of {name}.py failed (exit {ran[name]['returncode']}); this file may be older.**", ""]
+    return write_text(out / "SUMMARY.md", "\n".join(parts))
+
+
+def write_text(path: Path, text: str) -> Path:
+    "Write text atomically."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp"); tmp.write_text(text, encoding="utf-8")
+    return tmp.replace(path)
+
+
+def main(argv=None):
+    p = benchlib.parser(__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS), help="which benchmarks to run (default: all)")
+    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="passed to quality.py: score these runs instead of training")
+    p.add_argument("--summary-only", action="store_true", help="run nothing; rewrite SUMMARY.md from the JSON files in --out")
+    args = p.parse_args(argv)
+    ran = {} if args.summary_only else {name: run(name, args) for name in args.only}
+    path = summary(args.out, ran, argv)
+    print(path)
+    failed = [n for n, r in ran.items() if r["returncode"] != 0]
+    if failed: print(f"Failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__": sys.exit(main())

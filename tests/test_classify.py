@@ -1,0 +1,127 @@
+"""The classification task end to end on a tiny encoder: a user's Kaggle-layout CSV, bad labels, strategies, eval.json."""
+import json
+import pandas as pd
+import pytest
+
+from domaintune_course.config import InputError, make_config
+from domaintune_course.data import DataError
+from domaintune_course.testing import tiny_model_dir, tiny_tokenizer, toy_reviews, write_jsonl
+from domaintune_course.tasks import classify
+
+EVAL_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "n", "baseline_accuracy"}
+
+
+def kaggle_csv(path, n=40):
+    "Toy reviews written in the Kaggle 'IMDB Dataset.csv' layout: columns review, sentiment."
+    rows = toy_reviews(n)
+    pd.DataFrame({"review": [r["text"] for r in rows], "sentiment": [r["label"] for r in rows]}).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return tiny_model_dir("encoder", tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, encoder_dir):
+    "One full fine-tune of the tiny encoder on a Kaggle-layout CSV, shared by the tests that only read it."
+    d = tmp_path_factory.mktemp("classify")
+    csv = kaggle_csv(d / "IMDB Dataset.csv")
+    cfg = make_config("classify", "smoke", model=str(encoder_dir), data=str(csv), strategy="full")
+    run = d / "run"
+    metrics = classify.train(cfg, run)
+    return run, metrics, cfg
+
+
+def test_train_writes_model_labels_and_manifest(full_run):
+    run, metrics, cfg = full_run
+    assert (run / "model" / "config.json").is_file() and (run / "manifest.json").is_file()
+    assert json.loads((run / "labels.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
+    assert json.loads((run / "classify.json").read_text())["truncation"] in classify.TRUNCATIONS
+    assert metrics["steps"] == cfg.max_steps and 0 <= metrics["val_accuracy"] <= 1
+    assert metrics["best_checkpoint"] and (run / "loss_curves.png").is_file()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert sum(manifest["counts"].values()) == 40
+
+
+def test_evaluate_writes_eval_json_and_plots(full_run):
+    run, _, _ = full_run
+    ev = classify.evaluate(run)
+    saved = json.loads((run / "eval.json").read_text())
+    assert EVAL_KEYS <= set(saved) and saved["n"] == ev["n"] == len((run / "data" / "test.jsonl").read_text().splitlines())
+    assert 0 <= saved["baseline_accuracy"] <= 1 and 0 <= saved["accuracy"] <= 1
+    assert saved["roc_auc"] is not None
+    for png in ("confusion.png", "roc_pr.png", "loss_curves.png"): assert (run / png).stat().st_size > 1000
+    assert isinstance(json.loads((run / "errors.json").read_text()), list)
+
+
+def test_evaluate_on_a_user_file_with_limit(full_run, tmp_path):
+    run, _, _ = full_run
+    other = kaggle_csv(tmp_path / "mine.csv", n=20)
+    ev = classify.evaluate(run, data=str(other), limit=6)
+    assert ev["n"] == 6 and sum(ev["confusion"][0]) == sum(ev["confusion"][1]) == 3
+    assert ev["data"].endswith("mine.csv")
+
+
+def test_generate_returns_labels_with_probabilities(full_run):
+    run, _, _ = full_run
+    out = classify.generate(run, ["I loved every minute.", "A dull, tedious mess."])
+    assert len(out) == 2
+    for o in out:
+        label, prob = o.split()
+        assert label in classify.LABELS and 0.5 <= float(prob.strip("()")) <= 1
+
+
+def test_lora_run_saves_an_adapter_and_evaluates(encoder_dir, tmp_path):
+    csv = kaggle_csv(tmp_path / "IMDB Dataset.csv", n=24)
+    cfg = make_config("classify", "smoke", model=str(encoder_dir), data=str(csv), strategy="lora")
+    m = classify.train(cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
+    assert m["trainable_parameters"] < m["total_parameters"] / 2
+    assert EVAL_KEYS <= set(classify.evaluate(tmp_path / "run"))
+
+
+def test_frozen_trains_only_the_head(encoder_dir):
+    cfg = make_config("classify", "smoke", model=str(encoder_dir), strategy="frozen")
+    model = classify.build_classifier(cfg)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("classifier.", "bert.pooler.")) for n in trainable)
+    lower = make_config("classify", "smoke", model=str(encoder_dir), strategy="full", extra={"freeze_layers": 1})
+    counts = classify.count_parameters(classify.build_classifier(lower))
+    assert 0 < counts["trainable"] < counts["total"]
+
+
+def test_qlora_is_refused_for_the_encoder(encoder_dir, tmp_path):
+    cfg = make_config("classify", "smoke", model=str(encoder_dir), strategy="qlora")
+    with pytest.raises(InputError, match="--strategy lora"): classify.train(cfg, tmp_path / "run")
+
+
+def test_third_class_in_a_label_column_names_the_rows(tmp_path):
+    rows = toy_reviews(6) + [dict(id="x1", text="Meh.", label="neutral"), dict(id="x2", text="Odd.", label="mixed")]
+    path = write_jsonl(rows, tmp_path / "three.jsonl")
+    with pytest.raises(InputError) as e: classify.prepare(path, tmp_path / "out")
+    assert "id x1" in str(e.value) and "id x2" in str(e.value) and "'neutral'" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_sentiment_string_names_the_line(tmp_path):
+    path = tmp_path / "IMDB Dataset.csv"
+    path.write_text("review,sentiment\nGreat.,positive\nAwful.,negative\nHm.,postive\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"IMDB Dataset.csv:4: field 'sentiment': unknown label 'postive'"):
+        classify.prepare(path, tmp_path / "out")
+
+
+def test_one_class_only_cannot_train(tmp_path):
+    path = write_jsonl([r for r in toy_reviews(10) if r["label"] == "positive"], tmp_path / "pos.jsonl")
+    with pytest.raises(InputError, match="needs both classes"): classify.prepare(path, tmp_path / "out")
+
+
+def test_truncation_keeps_the_budget():
+    tok = tiny_tokenizer()
+    text = " ".join(r["text"] for r in toy_reviews(12))
+    for side in classify.TRUNCATIONS:
+        clipped = classify.clip_text(text, tok, 24, side)
+        assert len(tok(clipped, add_special_tokens=False)["input_ids"]) <= 24
+    assert classify.clip_text(text, tok, 24, "tail").endswith(text[-5:])
+    with pytest.raises(InputError, match="truncation"): classify.keep_tokens([1, 2, 3], 2, "middle")

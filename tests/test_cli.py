@@ -1,0 +1,177 @@
+"""The `domaintune` command end to end on tiny models: train, list, show, evaluate, generate, detach, cancel, resume, continue."""
+import contextlib, io, json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+
+from domaintune_course import cli, runs
+from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, tiny_tokenizer, toy_reviews, write_jsonl
+
+EXE = Path(sys.executable).with_name("domaintune")
+
+
+def dt(*argv, runs_dir=None, check=True, timeout=600, subprocess_=False):
+    "Run a `domaintune` command in-process (or through the installed console script); return code, stdout, stderr."
+    args = (["--runs-dir", str(runs_dir)] if runs_dir else []) + [str(a) for a in argv]
+    if subprocess_:
+        r = subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "DOMAINTUNE_PROFILE": "smoke"})
+    else:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main(args)
+        r = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    if check: assert r.returncode == 0, f"{args} -> {r.returncode}\n{r.stderr[-4000:]}"
+    return r
+
+
+def last_json(stdout: str) -> dict: return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    "A runs directory, a tiny encoder, two review files and one finished classify run shared by the tests."
+    d = tmp_path_factory.mktemp("cli")
+    enc = tiny_model_dir("encoder", d / "encoder")
+    old, new = write_jsonl(toy_reviews(40), d / "reviews.jsonl"), write_jsonl(toy_reviews(60)[20:], d / "new_reviews.jsonl")
+    r = dt("train", "--task", "classify", "--model", enc, "--data", old, "--max-steps", 4, "--out", "base", runs_dir=d / "runs")
+    return dict(root=d / "runs", enc=enc, old=old, new=new, base=d / "runs" / "base", train_out=r.stdout)
+
+
+def test_help_is_light():
+    "The command line module imports neither torch nor transformers, so `--help` answers at once."
+    code = "import sys, domaintune_course.cli; sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers'))))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    r = subprocess.run([str(EXE), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "prepare" in r.stdout and "demo" in r.stdout
+
+
+def test_env_lists_offline_models():
+    info = json.loads(dt("env", "--json", subprocess_=True).stdout)
+    assert info["offline_models"]["smollm2-135m"] and info["offline_models"]["minilm-l6"]
+
+
+def test_prepare_writes_splits(space, tmp_path):
+    r = dt("prepare", space["old"], "--task", "classify", "--out", tmp_path / "prep")
+    assert {p.name for p in (tmp_path / "prep").iterdir()} >= {"train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json", "report.json"}
+    assert str(tmp_path / "prep") in r.stdout
+
+
+def test_train_writes_a_complete_run(space):
+    base = space["base"]
+    out = last_json(space["train_out"])
+    assert out["status"] == "succeeded" and Path(out["run"]) == base.resolve()
+    for f in ("config.json", "status.json", "metrics.json", "log_history.json", "manifest.json"): assert (base / f).is_file(), f
+    assert (base / "model").is_dir() and list(base.glob("*.png"))
+    saved = json.loads((base / "config.json").read_text())
+    assert saved["data_fingerprint"] == runs.fingerprint(space["old"]) and saved["versions"]["transformers"]
+    assert json.loads((base / "metrics.json").read_text()) == out["metrics"]
+
+
+def test_runs_list_and_show(space):
+    r = dt("runs", "list", runs_dir=space["root"])
+    line = next(l for l in r.stdout.splitlines() if l.startswith("base "))
+    assert "classify" in line and "succeeded" in line and "100%" in line
+    rows = json.loads(dt("runs", "list", "--json", runs_dir=space["root"]).stdout)
+    assert [r["status"] for r in rows if r["run"] == "base"] == ["succeeded"]
+    shown = json.loads(dt("runs", "show", "base", runs_dir=space["root"]).stdout)
+    assert shown["status"]["status"] == "succeeded" and shown["config"]["task"] == "classify"
+
+
+def test_evaluate_writes_and_prints_eval_json(space):
+    r = dt("evaluate", "--run", "base", "--limit", 4, runs_dir=space["root"])
+    printed = json.loads(r.stdout)
+    assert printed == json.loads((space["base"] / "eval.json").read_text())
+    assert 0 <= printed["accuracy"] <= 1 and printed["n"] == 4
+
+
+def test_generate(space):
+    r = dt("generate", "--run", "base", "What a wonderful, moving film.", runs_dir=space["root"])
+    assert r.stdout.strip().split()[0] in ("positive", "negative")
+
+
+def test_from_run_continues_into_a_new_run(space):
+    "`--from-run` trains a finished run's model on new data into a new run; the old run is left as it was."
+    before = {p: p.read_bytes() for p in space["base"].rglob("*") if p.is_file()}
+    r = dt("train", "--from-run", "base", "--data", space["new"], "--max-steps", 2, "--out", "continued", runs_dir=space["root"])
+    out = last_json(r.stdout)
+    assert out["status"] == "succeeded"
+    cfg = json.loads((space["root"] / "continued" / "config.json").read_text())
+    assert cfg["config"]["extra"]["from_run"] == str(space["base"].resolve()) and cfg["config"]["data"] == str(space["new"])
+    assert cfg["config"]["task"] == "classify" and cfg["config"]["max_steps"] == 2
+    after = {p: p.read_bytes() for p in before}
+    assert after == before
+
+
+def wait_for(pred, timeout=300, every=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred(): return True
+        time.sleep(every)
+    return False
+
+
+def test_detach_cancel_resume(space):
+    "A detached run is listed as running, `runs cancel` ends it `cancelled` with a checkpoint, and `--resume` finishes it."
+    r = dt("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 400, "--out", "bg",
+           "--detach", runs_dir=space["root"], subprocess_=True)
+    run = Path(r.stdout.strip().splitlines()[-1])
+    assert run == (space["root"] / "bg").resolve()
+    assert wait_for(lambda: runs.read_json(run / "status.json").get("step", 0) >= 1), (run / "train.log").read_text()[-3000:]
+    assert [x["status"] for x in runs.list_runs(space["root"]) if x["run"] == "bg"] == ["running"]
+    c = dt("runs", "cancel", "bg", runs_dir=space["root"], subprocess_=True)
+    st = runs.read_status(run)
+    assert st["status"] == "cancelled", (run / "train.log").read_text()[-3000:]
+    ckpt = runs.last_checkpoint(run)
+    assert ckpt is not None and ckpt.name in c.stdout and int(ckpt.name.split("-")[1]) == st["step"]
+    assert wait_for(lambda: not runs._alive(st["pid"]), timeout=60)
+    r = dt("train", "--resume", "bg", "--max-steps", st["step"] + 2, runs_dir=space["root"])
+    assert last_json(r.stdout)["status"] == "succeeded"
+    assert runs.read_status(run)["step"] == st["step"] + 2
+
+
+def test_sigkill_and_resume_match_an_uninterrupted_run(space):
+    "Through the real command: a run killed with SIGKILL resumes from its checkpoint and ends with the same losses."
+    args = ("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 8, "--seed", 3)
+    ref = last_json(dt(*args, "--out", "ref", runs_dir=space["root"]).stdout)
+    run = Path(dt(*args, "--out", "killed", "--detach", runs_dir=space["root"], subprocess_=True).stdout.strip().splitlines()[-1])
+    assert wait_for(lambda: runs.read_json(run / "status.json").get("step", 0) >= 3, every=0.02), (run / "train.log").read_text()[-3000:]
+    pid = runs.read_json(run / "status.json")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not runs._alive(pid), timeout=30)
+    assert runs.read_status(run)["status"] == "failed"
+    assert runs.last_checkpoint(run) is not None
+    got = last_json(dt("train", "--resume", "killed", runs_dir=space["root"]).stdout)
+    assert got["status"] == "succeeded"
+    losses = lambda d: [h["loss"] for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
+    assert losses(run)[-1] == pytest.approx(losses(space["root"] / "ref")[-1], abs=1e-4)
+    assert got["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
+
+
+def test_safety_refuses_pickles_and_remote_code(tmp_path, space):
+    "Pickle-only weights and repository code are refused unless the user opts in."
+    pkl = tmp_path / "pickled"; pkl.mkdir()
+    (pkl / "config.json").write_text(json.dumps({"model_type": "bert"})); (pkl / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(cli.InputError, match="--allow-pickle"): cli.check_model(str(pkl))
+    assert cli.check_model(str(pkl), allow_pickle=True) == str(pkl)
+    remote = tmp_path / "remote"; remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoModel": "modeling_x.X"}}))
+    (remote / "model.safetensors").write_bytes(b"")
+    with pytest.raises(cli.InputError, match="--trust-remote-code"): cli.check_model(str(remote))
+    assert cli.check_model(str(remote), trust_remote_code=True) == str(remote)
+
+
+def test_missing_task_module_is_a_clear_error(monkeypatch, capsys):
+    "A task whose module is not installed gets exit 1 and a sentence, not a traceback."
+    monkeypatch.setitem(sys.modules, "domaintune_course.tasks.summarize", None)
+    code = cli.main(["train", "--task", "summarize", "--max-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "not available in this installation" in err and "Traceback" not in err
+
+
+def test_demo(tmp_path):
+    "`domaintune demo` trains and evaluates the Q&A task and prints what to open (needs the qa task)."
+    pytest.importorskip("domaintune_course.tasks.qa")
+    tok = tiny_tokenizer()   # hidden size 64: bitsandbytes' CPU 4-bit kernels need rows of at least one 64-value block
+    model = tmp_path / "causal"; tiny_causal_lm(tok, hidden_size=64).save_pretrained(model); tok.save_pretrained(model)
+    r = dt("demo", "--out", tmp_path / "demo-runs", "--model", model, "--max-steps", 2, "--profile", "smoke", subprocess_=True)
+    (run,) = [p for p in (tmp_path / "demo-runs").iterdir() if runs.is_run(p)]
+    assert runs.read_status(run)["status"] == "succeeded" and (run / "eval.json").is_file()
+    assert "eval.json" in r.stdout and "domaintune generate" in r.stdout

@@ -1,0 +1,100 @@
+"""The Q&A task: prepare, train, evaluate, generate and retrieval, on tiny offline models and a user's JSONL."""
+import json
+import pytest
+from domaintune_course.config import InputError, make_config
+from domaintune_course.data import DataError
+from domaintune_course.testing import tiny_model_dir, toy_qa_rows, write_jsonl
+from domaintune_course.tasks import qa
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory): return tiny_model_dir("causal", tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory): return write_jsonl(toy_qa_rows(30), tmp_path_factory.mktemp("data") / "lamps.jsonl")
+
+
+@pytest.fixture(scope="module")
+def trained(model_dir, data_file, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = make_config("qa", "smoke", model=str(model_dir), data=str(data_file), strategy="lora", max_steps=2, batch_size=4,
+                      max_length=64, eval_steps=1, eval_limit=3, lora_r=4)
+    return run, qa.train(cfg, run)
+
+
+def test_prepare_writes_splits_manifest_and_report(data_file, tmp_path):
+    report = qa.prepare(data_file, tmp_path)
+    assert sum(report["counts"].values()) == 30
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json", "report.json"):
+        assert (tmp_path / name).is_file(), name
+    assert json.loads((tmp_path / "manifest.json").read_text())["counts"] == report["counts"]
+
+
+def test_prepare_names_the_bad_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "What is HbA1c?", "completion": "A blood test."}\n{"prompt": "Why?"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.jsonl:2.*completion"): qa.prepare(bad, tmp_path / "out")
+
+
+def test_train_writes_the_run_and_reports_costs(trained):
+    run, metrics = trained
+    assert (run / "model" / "adapter_config.json").is_file() and (run / "manifest.json").is_file()
+    assert (run / "loss_curves.png").is_file() and json.loads((run / "history.json").read_text())
+    for key in ("trainable_params", "total_params", "model_memory_mb", "peak_memory_mb", "tokens_per_second", "wall_time_s"):
+        assert metrics[key] > 0, key
+    assert "log_history" not in metrics
+
+
+def test_evaluate_reports_base_and_fine_tuned(trained):
+    run, _ = trained
+    result = qa.evaluate(run, limit=2)
+    assert result["n"] == 2 and len(result["examples"]) == 2
+    for system in ("base", "fine_tuned"):
+        assert result[system]["perplexity"] > 1 and 0 <= result[system]["token_f1"] <= 1
+    assert result["base"]["perplexity"] != result["fine_tuned"]["perplexity"]
+    assert (run / "eval.json").is_file() and (run / "eval_comparison.png").is_file()
+
+
+def test_evaluate_on_a_user_file_and_generate(trained, tmp_path):
+    run, _ = trained
+    other = write_jsonl(toy_qa_rows(3), tmp_path / "held_out.jsonl")
+    assert qa.evaluate(run, data=str(other))["n"] == 3
+    answers = qa.generate(run, ["What colour is lamp number 5?", "And lamp 6?"])
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_training_from_a_previous_run(trained, model_dir, data_file, tmp_path):
+    run, _ = trained
+    cfg = make_config("qa", "smoke", model=str(model_dir), data=str(data_file), strategy="lora", max_steps=1, batch_size=4,
+                      max_length=64, eval_limit=2, lora_r=4)
+    m = qa.train(cfg, tmp_path / "second", from_run=run)
+    assert (run / "model-merged" / "config.json").is_file() and m["global_step"] == 1
+
+
+def test_evaluate_without_a_trained_model_names_the_fix(tmp_path):
+    with pytest.raises(InputError, match="no fine-tuned model"): qa.evaluate(tmp_path)
+
+
+def test_retrieval_finds_the_paraphrase():
+    from domaintune_course.data import load_task_data
+    records = load_task_data("qa")
+    question = next(r for r in records if r["id"] == "cc-0002")["prompt"]
+    corpus = [r for r in records if r["id"] != "cc-0002"]
+    top = qa.retrieve([question], corpus, k=3)[0]
+    assert top[0]["id"] == "cc-0001" and top[0]["similarity"] > top[2]["similarity"]
+    assert "Q: " in qa.rag_instruction(top) and top[0]["completion"] in qa.rag_instruction(top)
+
+
+def test_cli_trains_evaluates_and_generates_on_a_user_file(model_dir, data_file, tmp_path, capsys):
+    from domaintune_course.cli import main
+    out = tmp_path / "runs"
+    code = main(["--runs-dir", str(out), "train", "--task", "qa", "--model", str(model_dir), "--data", str(data_file),
+                 "--max-steps", "1", "--strategy", "lora", "--out", "cli-run"])
+    assert code == 0
+    run = next(p for p in out.rglob("metrics.json")).parent
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["trainable_params"] > 0 and metrics["tokens_per_second"] > 0
+    assert main(["--runs-dir", str(out), "evaluate", "--run", str(run), "--limit", "2"]) == 0
+    assert {"base", "fine_tuned"} <= set(json.loads((run / "eval.json").read_text()))
+    assert main(["--runs-dir", str(out), "generate", "--run", str(run), "What colour is lamp 2?"]) == 0

@@ -1,0 +1,114 @@
+"""The causal fine-tune engine (`qlora`) and the memory estimator (`concepts`), on tiny offline models."""
+import json
+import pytest
+import torch
+from domaintune_course.config import InputError, make_config
+from domaintune_course.data import build_example, build_prompt
+from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, toy_qa_rows
+from domaintune_course import qlora, concepts
+
+
+def example_fn(record, tokenizer): return build_example("qa", record, tokenizer, style="instruction")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory): return tiny_model_dir("causal", tmp_path_factory.mktemp("tiny"))
+
+
+def tiny_cfg(model_dir, **kw):
+    base = dict(model=str(model_dir), strategy="lora", max_steps=2, batch_size=4, max_length=64, eval_steps=1, logging_steps=1, lora_r=4)
+    return make_config("qa", "smoke", **(base | kw))
+
+
+def test_lora_targets_refuses_a_missing_module_and_names_the_real_ones():
+    m = tiny_causal_lm()
+    assert qlora.lora_targets(m) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    with pytest.raises(InputError, match="query_key_value.*q_proj"):
+        qlora.lora_targets(m, "query_key_value")
+    assert "lm_head" not in qlora.lora_targets(m, "all-linear")
+
+
+def test_training_arguments_drop_cuda_only_options_on_cpu(tmp_path):
+    args = qlora.training_arguments(make_config("qa", "smoke", optimizer="paged_adamw_8bit"), tmp_path)
+    if not torch.cuda.is_available():
+        assert str(args.optim.value) == "adamw_torch" and not args.fp16 and not args.bf16
+    assert str(args.eval_strategy.value) == "steps" and str(args.train_sampling_strategy) == "group_by_length"
+
+
+def test_fine_tune_saves_only_the_adapter_and_reports_costs(model_dir, tmp_path):
+    rows = toy_qa_rows(16)
+    m = qlora.fine_tune(tiny_cfg(model_dir), tmp_path, rows[:12], rows[12:], example_fn)
+    saved = {p.name for p in (tmp_path / "model").iterdir()}
+    assert "adapter_config.json" in saved and "model.safetensors" not in saved and "finetune.json" in saved
+    assert m["global_step"] == 2 and 0 < m["trainable_params"] < m["total_params"]
+    for key in ("model_memory_mb", "peak_memory_mb", "tokens_per_second", "wall_time_s", "eval_loss"):
+        assert m[key] > 0, key
+    assert any("eval_loss" in h for h in m["log_history"])
+    model, tok = qlora.load_finetuned(tmp_path)
+    assert type(model).__name__.startswith("Peft") and tok.pad_token_id != tok.eos_token_id
+
+
+def test_resume_continues_from_the_last_checkpoint(model_dir, tmp_path):
+    rows = toy_qa_rows(16)
+    qlora.fine_tune(tiny_cfg(model_dir, max_steps=2), tmp_path, rows, rows[:4], example_fn)
+    assert qlora.last_checkpoint(tmp_path).name == "checkpoint-2"
+    m = qlora.fine_tune(tiny_cfg(model_dir, max_steps=4), tmp_path, rows, rows[:4], example_fn, resume=True)
+    assert m["resumed_from"] == "checkpoint-2" and m["global_step"] == 4
+
+
+def test_merged_model_computes_what_base_plus_adapter_computes(model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+    rows = toy_qa_rows(8)
+    qlora.fine_tune(tiny_cfg(model_dir, learning_rate=1e-2), tmp_path / "run", rows, [], example_fn)
+    merged = AutoModelForCausalLM.from_pretrained(qlora.merge_adapter(tmp_path / "run", tmp_path / "merged")).eval()
+    adapted, tok = qlora.load_finetuned(tmp_path / "run")
+    base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([tok("What colour is lamp number 3?")["input_ids"]])
+    with torch.no_grad(): a, b, c = merged(ids).logits, adapted(ids).logits, base(ids).logits
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, c, atol=1e-4)
+
+
+def test_full_strategy_saves_a_whole_model(model_dir, tmp_path):
+    rows = toy_qa_rows(8)
+    m = qlora.fine_tune(tiny_cfg(model_dir, strategy="full"), tmp_path, rows, rows[:2], example_fn)
+    assert (tmp_path / "model" / "model.safetensors").is_file() and m["trainable_params"] == m["total_params"]
+    with pytest.raises(InputError, match="nothing to merge"): qlora.merge_adapter(tmp_path, tmp_path / "merged")
+
+
+def test_frozen_strategy_trains_only_the_top_blocks(model_dir):
+    model, _ = qlora.load_for_training(tiny_cfg(model_dir, strategy="frozen", extra=dict(trainable_blocks=1)))
+    trainable = {n.split(".")[2] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"1"}
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(model_dir):
+    from domaintune_course.models import load_tokenizer
+    from domaintune_course.batching import ensure_pad_token
+    tok = ensure_pad_token(load_tokenizer(str(model_dir)))
+    model = tiny_causal_lm(tok, seed=3).eval()
+    prompts = [build_prompt("qa", r, tok, style="instruction") for r in toy_qa_rows(3)]
+    prompts[1] = prompts[1] + " Please answer at length, in your own words."
+    together = qlora.generate(model, tok, prompts, max_new_tokens=8, batch_size=3)
+    alone = [qlora.generate(model, tok, [p], max_new_tokens=8)[0] for p in prompts]
+    assert together == alone and all(isinstance(a, str) for a in together)
+
+
+def test_load_finetuned_names_the_fix_for_a_directory_without_a_model(tmp_path):
+    with pytest.raises(InputError, match="finetune.json"): qlora.load_finetuned(tmp_path)
+
+
+@pytest.mark.parametrize("strategy", ["lora", "qlora"])
+def test_memory_estimate_within_15_percent_of_measured_smollm2_footprint(strategy):
+    estimated = concepts.estimate_memory("smollm2-135m", strategy, "fp32", lora_r=0)["weights"] * 1024
+    measured = concepts.measured_footprint_mb(strategy)
+    assert abs(estimated / measured - 1) < 0.15, (estimated, measured)
+
+
+def test_estimator_orders_strategies_and_sharding():
+    e = {s: concepts.estimate_memory("phi-2", s, "fp16", seq_len=512)["total"] for s in ("full", "lora", "qlora")}
+    assert e["full"] > e["lora"] > e["qlora"]
+    z = [concepts.estimate_memory("llama-7b", "full", "bf16", world_size=8, zero_stage=s)["total"] for s in (0, 1, 2, 3)]
+    assert z == sorted(z, reverse=True) and z[0] > 2 * z[3]
+    assert concepts.fits("llama-7b", "T4", "qlora")["fits"] and not concepts.fits("llama-7b", "A100", "full")["fits"]
+    with pytest.raises(InputError, match="Unknown GPU"): concepts.fits("phi-2", "V100")
+    with pytest.raises(InputError, match="No shape"): concepts.estimate_memory("gpt-9")

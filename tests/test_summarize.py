@@ -1,0 +1,102 @@
+"""The summarization task end to end on a tiny causal model: train and evaluate through the task contract and the CLI,
+DialogSum's three-reference layout, and bad input."""
+import csv, json
+from pathlib import Path
+import pytest
+from domaintune_course import cli
+from domaintune_course.config import InputError, make_config
+from domaintune_course.data import DataError
+from domaintune_course.metrics import ROUGE_TYPES
+from domaintune_course.tasks import summarize
+from domaintune_course.testing import tiny_model_dir, toy_dialogues, write_jsonl
+
+
+def three_reference_rows(dialogues: list[dict]) -> list[dict]:
+    "Rows in the original DialogSum test layout: fname, dialogue, summary1..3, topic1..3."
+    return [dict(fname=f"test_{i}", dialogue=d["dialogue"], summary1=d["summary"], summary2=f"A purchase: {d['summary']}",
+                 summary3="#Person1# and #Person2# talk about a price.", topic1="shopping", topic2="buying", topic3="price")
+            for i, d in enumerate(dialogues)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    "A summarize run trained through the CLI on toy dialogues with a tiny causal model (smoke budget; LoRA, since NF4 needs wider layers)."
+    root = tmp_path_factory.mktemp("summarize")
+    data = write_jsonl(toy_dialogues(24), root / "toy.jsonl")
+    model = tiny_model_dir("causal", root / "tiny")
+    code = cli.main(["--runs-dir", str(root / "runs"), "train", "--task", "summarize", "--data", str(data), "--model", str(model),
+                     "--profile", "smoke", "--strategy", "lora", "--out", "r1"])
+    assert code == 0
+    return root, root / "runs" / "r1"
+
+
+def test_train_writes_model_splits_and_settings(trained):
+    root, run = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == make_config("summarize", "smoke").max_steps
+    assert (run / "model" / "adapter_config.json").is_file()
+    counts = json.loads((run / "manifest.json").read_text())["counts"]
+    assert sum(counts.values()) == 24 and counts["test"] > 0
+    gen = json.loads((run / "generation.json").read_text())
+    assert gen["do_sample"] is False and gen["padding_side"] == "left" and gen["max_new_tokens"] > 0
+
+
+def test_evaluate_on_test_split(trained):
+    root, run = trained
+    result = summarize.evaluate(run)
+    test_ids = [json.loads(l)["id"] for l in (run / "data" / "test.jsonl").read_text().splitlines()]
+    assert result["n"] == len(test_ids) and result["combine"] == "max"
+    for system in ("base", "finetuned"):
+        assert set(ROUGE_TYPES) <= set(result[system]) and all(0 <= result[system][t] <= 1 for t in ROUGE_TYPES)
+    for t in ROUGE_TYPES:
+        d = result["delta"][t]
+        assert d["low"] <= d["delta"] <= d["high"]
+        assert d["delta"] == pytest.approx(result["finetuned"][t] - result["base"][t], abs=1e-9)
+    assert json.loads((run / "eval.json").read_text())["n"] == result["n"]
+    with open(run / "results.csv", newline="", encoding="utf-8") as f: rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == test_ids
+    assert {"dialogue", "references", "base_summary", "finetuned_summary"} <= set(rows[0])
+
+
+def test_evaluate_three_references_and_skips_training_dialogues(trained):
+    root, run = trained
+    train_dialogues = [json.loads(l) for l in (run / "data" / "train.jsonl").read_text().splitlines()]
+    unseen = [dict(id="new", dialogue="#Person1#: Where is the station?\n#Person2#: Two streets north, next to the bank.\n#Person1#: Thanks a lot.",
+                   summary="#Person2# tells #Person1# the station is two streets north.")]
+    path = write_jsonl(three_reference_rows(train_dialogues[:2] + unseen), root / "dialogsum.test.jsonl")
+    assert cli.main(["--runs-dir", str(root / "runs"), "evaluate", "--run", "r1", "--data", str(path)]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["n"] == 1, "dialogues the run trained on must not be scored"
+    assert result["references"]["max"] == 3
+    with open(run / "results.csv", newline="", encoding="utf-8") as f: rows = list(csv.DictReader(f))
+    assert rows[0]["id"] == "test_2" and len(json.loads(rows[0]["references"])) == 3
+
+
+def test_generate_stops_before_end_marker(trained):
+    root, run = trained
+    out = summarize.generate(run, ["#Person1#: I want to buy a kettle.\n#Person2#: It costs 12 dollars."])
+    assert len(out) == 1 and isinstance(out[0], str) and "### End" not in out[0]
+
+
+def test_missing_dialogue_names_the_line(tmp_path, capsys):
+    rows = [dict(dialogue=d["dialogue"], summary=d["summary"]) for d in toy_dialogues(3)]
+    rows.insert(1, dict(summary="A summary without its dialogue."))
+    bad = write_jsonl(rows, tmp_path / "bad.jsonl")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'dialogue'"): summarize.prepare(bad, tmp_path / "out")
+    cfg = make_config("summarize", "smoke", data=str(bad))
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"): summarize.train(cfg, tmp_path / "run")
+    code = cli.main(["--runs-dir", str(tmp_path / "runs"), "train", "--task", "summarize", "--data", str(bad), "--profile", "smoke"])
+    assert code == 2 and "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path):
+    with pytest.raises(InputError, match="config.json"): summarize.evaluate(tmp_path)
+
+
+def test_from_run_continues_from_the_merged_model(trained, tmp_path):
+    root, run = trained
+    cfg = make_config("summarize", "smoke", model=str(root / "tiny"), data=str(root / "toy.jsonl"), strategy="lora", max_steps=2)
+    metrics = summarize.train(cfg, tmp_path / "r2", from_run=run)
+    assert metrics["global_step"] == 2
+    assert (tmp_path / "r2" / "base" / "config.json").is_file(), "the first run's adapter is merged into a base for the second"
+    assert json.loads((tmp_path / "r2" / "model" / "finetune.json").read_text())["model"] == str(tmp_path / "r2" / "base")
