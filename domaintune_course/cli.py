@@ -251,7 +251,7 @@ def cancel_run(run_dir: Path, wait: float = 120) -> int:
 # %% ../nbs/06a_cli.ipynb #7a110763
 def format_comparison(result: dict) -> str:
     "A before/after table of the numeric metrics an evaluation reports for the base and the fine-tuned model."
-    before, after = result.get("base"), result.get("finetuned", result.get("fine_tuned"))
+    before, after = result.get("base"), result.get("finetuned")
     if not isinstance(before, dict) or not isinstance(after, dict): return json.dumps(result, indent=2, default=str)
     keys = [k for k in after if isinstance(after[k], (int, float)) and isinstance(before.get(k), (int, float))]
     lines = [f"{'metric':<20}{'base':>10}{'fine-tuned':>12}"] + [f"{k:<20}{before[k]:>10.3f}{after[k]:>12.3f}" for k in keys]

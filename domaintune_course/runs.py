@@ -165,7 +165,7 @@ def headline_metric(run_dir: Path | str) -> tuple[str, float] | None:
     for name in ("eval.json", "metrics.json"):
         d = read_json(Path(run_dir) / name, default={}) if (Path(run_dir) / name).is_file() else {}
         flat = {**d, **{k: v for sub in d.values() if isinstance(sub, dict) for k, v in sub.items()}} if isinstance(d, dict) else {}
-        for key in ("fine_tuned", "finetuned"):
+        for key in ("finetuned",):
             if isinstance(d.get(key), dict): flat.update(d[key])
         if isinstance(d.get("headline"), str) and isinstance(flat.get(d["headline"]), (int, float)): return d["headline"], flat[d["headline"]]
         for k in HEADLINE:

@@ -50,9 +50,9 @@ def test_evaluate_reports_base_and_fine_tuned(trained):
     run, _ = trained
     result = qa.evaluate(run, limit=2)
     assert result["n"] == 2 and len(result["examples"]) == 2
-    for system in ("base", "fine_tuned"):
+    for system in ("base", "finetuned"):
         assert result[system]["perplexity"] > 1 and 0 <= result[system]["token_f1"] <= 1
-    assert result["base"]["perplexity"] != result["fine_tuned"]["perplexity"]
+    assert result["base"]["perplexity"] != result["finetuned"]["perplexity"]
     assert (run / "eval.json").is_file() and (run / "eval_comparison.png").is_file()
 
 
@@ -96,5 +96,5 @@ def test_cli_trains_evaluates_and_generates_on_a_user_file(model_dir, data_file,
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["trainable_params"] > 0 and metrics["tokens_per_second"] > 0
     assert main(["--runs-dir", str(out), "evaluate", "--run", str(run), "--limit", "2"]) == 0
-    assert {"base", "fine_tuned"} <= set(json.loads((run / "eval.json").read_text()))
+    assert {"base", "finetuned"} <= set(json.loads((run / "eval.json").read_text()))
     assert main(["--runs-dir", str(out), "generate", "--run", str(run), "What colour is lamp 2?"]) == 0

@@ -157,10 +157,10 @@ def evaluate(run_dir: Path | str, # a finished qa run
     model, tok = qlora.load_finetuned(run_dir)
     base = _base_scores(model, tok, cfg, recs)
     tuned = score_answers(model, tok, recs, cfg.max_length, cfg.batch_size, _answer_budget(cfg))
-    table = dict(base=_summary(base, cfg.seed), fine_tuned=_summary(tuned, cfg.seed))
+    table = dict(base=_summary(base, cfg.seed), finetuned=_summary(tuned, cfg.seed))
     out = table | dict(n=len(recs), data=str(data or "test split"), f1_gain=metrics.paired_bootstrap(base["f1"], tuned["f1"], seed=cfg.seed),
                        fine_tuned_ahead_on_perplexity=tuned["perplexity"] < base["perplexity"],
-                       examples=[dict(question=r["prompt"], reference=r["completion"], base=b, fine_tuned=t)
+                       examples=[dict(question=r["prompt"], reference=r["completion"], base=b, finetuned=t)
                                  for r, b, t in zip(recs, base["answers"], tuned["answers"])])
     plot_systems(table).savefig(run_dir / "eval_comparison.png", dpi=100)
     _write_json(out, run_dir / "eval.json")
