@@ -9,11 +9,20 @@ test split (`tasks/<task>.evaluate`), which no model trained or was tuned on. Or
 - summarize: the base model vs the fine-tuned one, ROUGE with 95% intervals (from the task's evaluate).
 - qa: prompting vs retrieval vs the fine-tuned model (from the task's evaluate).
 
+Targets (the lessons' issues), checked at the cpu profile and recorded per task under `targets`:
+- classify: `train` finishes in under 10 minutes and the fine-tuned encoder beats TF-IDF + logistic regression (trained on
+  the same split) by at least 3 points of accuracy on the held-out reviews.
+- summarize: `train` finishes in under 20 minutes and fine-tuning raises ROUGE-L over the base model by at least 5 points
+  with the 95% interval of the difference above zero.
+Training time is the wall time of the task's `train` (data preparation, model loading, the training loop, saving), timed
+here; a run given with --runs keeps the time recorded when this script trained it (`bench_train.json`), if any.
+
     python bench/quality.py                                    # train and score all three at the cpu profile
+    python bench/quality.py --tasks classify --update          # one task; the others' entries in quality.json are kept
     python bench/quality.py --runs classify=runs/classify-... summarize=runs/summarize-...
     python bench/quality.py --quick --out /tmp/b               # tiny models and toy rows at the smoke profile
 """
-import importlib, json, sys
+import importlib, json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,6 +30,8 @@ import benchlib
 
 TASKS = ("classify", "summarize", "qa")
 HEADLINE = dict(classify="accuracy", summarize="rougeL", qa="token_f1")
+TARGETS = dict(classify=dict(train_seconds_max=600, gain_vs_tfidf_min=0.03),
+               summarize=dict(train_seconds_max=1200, rougeL_gain_min=0.05))
 
 
 def task_module(task: str):
@@ -39,15 +50,35 @@ def quick_setup(task: str, work: Path) -> dict:
 
 
 def get_run(task: str, module, args, work: Path) -> tuple[Path, dict | None]:
-    "The run directory to score: the one given with --runs, or a new run trained at the profile."
-    if task in args.runs: return Path(args.runs[task]), None
+    "The run directory to score (the one given with --runs, or a new run trained at the profile) and its training record."
+    if task in args.runs:
+        rec = Path(args.runs[task]) / "bench_train.json"
+        return Path(args.runs[task]), (json.loads(rec.read_text(encoding="utf-8")) | dict(reused=True)) if rec.is_file() else None
     from domaintune_course.config import make_config
     overrides = quick_setup(task, work) if args.quick else {}
     if args.quick and task != "classify": overrides["strategy"] = "lora"  # NF4 needs layers wider than the tiny model's
     cfg = make_config(task, args.profile, **overrides)
     run_dir = work / f"{task}-run"; run_dir.mkdir(parents=True, exist_ok=True)
-    train_metrics = module.train(cfg, run_dir)
-    return run_dir, {k: v for k, v in train_metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    start = time.perf_counter(); train_metrics = module.train(cfg, run_dir); seconds = time.perf_counter() - start
+    rec = {k: v for k, v in train_metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    rec |= dict(train_seconds=round(seconds, 1), profile=cfg.profile, model=cfg.model, strategy=cfg.strategy, **benchlib.header(__file__, args.argv))
+    (run_dir / "bench_train.json").write_text(json.dumps(rec, indent=1, default=str), encoding="utf-8")
+    return run_dir, rec
+
+
+def check_targets(task: str, systems: dict, train: dict | None) -> dict | None:
+    "The task's targets, the measured values and whether each is met (None where a value was not measured)."
+    if task not in TARGETS: return None
+    t, secs = TARGETS[task], (train or {}).get("train_seconds")
+    out = dict(targets=t, train_seconds=secs, train_time_met=None if secs is None else secs <= t["train_seconds_max"])
+    if task == "classify":
+        gain = systems["fine-tuned encoder"]["accuracy"] - systems["tf-idf + logistic regression"]["accuracy"]
+        out |= dict(gain_vs_tfidf=round(gain, 4), gain_met=gain >= t["gain_vs_tfidf_min"])
+    else:
+        d = systems["fine-tuned - base"]
+        out |= dict(rougeL_gain=d["rougeL"], rougeL_gain_low=d["rougeL_low"], gain_met=d["rougeL"] >= t["rougeL_gain_min"] and d["rougeL_low"] > 0)
+    out["met"] = None if out["train_time_met"] is None else bool(out["gain_met"] and out["train_time_met"])  # None: time not measured
+    return out
 
 
 # ---------------------------------------------------------------- the systems compared, per task
@@ -106,13 +137,15 @@ def bench_task(task: str, args, work: Path) -> dict:
     try:
         module = task_module(task)
         run_dir, train_metrics = get_run(task, module, args, work)
-        systems, fig = SYSTEMS[task](run_dir, args, work)
+        start = time.perf_counter(); systems, fig = SYSTEMS[task](run_dir, args, work); score_seconds = time.perf_counter() - start
     except Exception as e:  # one task failing must not lose the others' results
         import traceback
-        return dict(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
+        return dict(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:], **benchlib.header(__file__, args.argv))
     fig.savefig(args.out / f"quality_{task}.png", dpi=100)
-    return dict(status="ok", metric=HEADLINE[task], systems=systems, plot=f"quality_{task}.png", trained_here=train_metrics is not None,
-                run_dir=str(run_dir) if task in args.runs or args.keep_runs else None, train_metrics=train_metrics)
+    return dict(status="ok", metric=HEADLINE[task], systems=systems, plot=f"quality_{task}.png",
+                trained_here=task not in args.runs, run_dir=str(run_dir) if task in args.runs or args.keep_runs else None,
+                train_metrics=train_metrics, score_seconds=round(score_seconds, 1),
+                targets=None if args.quick else check_targets(task, systems, train_metrics), **benchlib.header(__file__, args.argv))
 
 
 def quick_zero_shot(work: Path) -> str:
@@ -135,6 +168,17 @@ def parse_runs(items: list[str]) -> dict:
     return runs
 
 
+def kept_tasks(path: Path) -> dict:
+    "The task entries of an earlier quality.json, each stamped with the date, machine and command of the run that made it."
+    if not path.is_file(): return {}
+    d = json.loads(path.read_text(encoding="utf-8"))
+    stamp = {k: d.get(k) for k in ("date", "machine", "versions", "command", "load_average") if k in d}
+    kept = {t: stamp | r for t, r in d.get("tasks", {}).items()}
+    for t, r in kept.items():  # entries written before targets were recorded: check what they measured
+        if r.get("status") == "ok" and "targets" not in r and not d.get("quick"): r["targets"] = check_targets(t, r["systems"], r.get("train_metrics"))
+    return kept
+
+
 def main(argv=None):
     p = benchlib.parser(__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -143,8 +187,10 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="held-out examples scored per task (default: the profile's eval_limit)")
     p.add_argument("--zero-shot-model", default=None, help="instruct LM for zero-shot classification (default: smollm2-135m)")
     p.add_argument("--keep-runs", type=Path, default=None, help="train new runs here and keep them (default: a temporary directory)")
+    p.add_argument("--update", action="store_true", help="keep the entries of tasks not run now from the existing quality.json in --out")
     args = p.parse_args(argv)
     args.runs, args.profile = parse_runs(args.runs), args.profile or ("smoke" if args.quick else "cpu")
+    args.argv = argv
     if args.zero_shot_model is None and not args.quick: args.zero_shot_model = "smollm2-135m"
     if args.limit is None:
         from domaintune_course.config import make_config
@@ -152,9 +198,11 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.keep_runs or benchlib.temp_dir("bench-quality-")
     work.mkdir(parents=True, exist_ok=True)
+    tasks = {task: bench_task(task, args, work) for task in args.tasks}
     result = dict(benchmark="quality", **benchlib.header(__file__, argv), quick=args.quick, profile=args.profile, limit=args.limit,
-                  tasks={task: bench_task(task, args, work) for task in args.tasks})
-    result["all_ok"] = all(t["status"] == "ok" for t in result["tasks"].values())
+                  tasks=(kept_tasks(args.out / "quality.json") if args.update else {}) | tasks)
+    result["all_ok"] = all(t["status"] == "ok" for t in tasks.values())
+    result["targets_met"] = {t: r["targets"]["met"] for t, r in result["tasks"].items() if r.get("targets")}
     print(benchlib.write_result(args.out, "quality.json", result))
     return result
 

@@ -98,9 +98,20 @@ def quality_md(d: dict) -> str:
         for name, r in t["systems"].items():
             lo, hi = r.get("ci_low", r.get(f"{m}_low")), r.get("ci_high", r.get(f"{m}_high"))
             rows.append([task, name, m, r.get(m), f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else None, r.get("n")])
-    return "\n".join([f"Profile `{d.get('profile')}`, at most {d.get('limit')} held-out examples per task; plots: "
-                      + ", ".join(f"`{t['plot']}`" for t in d["tasks"].values() if t.get("plot")), "",
-                      table(["task", "system", "metric", "value", "95% interval", "n"], rows), ""])
+    lines = [f"Profile `{d.get('profile')}`, at most {d.get('limit')} held-out examples per task; plots: "
+             + ", ".join(f"`{t['plot']}`" for t in d["tasks"].values() if t.get("plot")), "",
+             table(["task", "system", "metric", "value", "95% interval", "n"], rows), ""]
+    for task, t in d["tasks"].items():
+        g = t.get("targets")
+        if g:
+            secs = g.get("train_seconds")
+            time_txt = "not measured" if secs is None else f"{secs / 60:.1f} min (target under {g['targets']['train_seconds_max'] // 60} min: {mark(g['train_time_met'])})"
+            gain = (f"fine-tuned minus TF-IDF {100 * g['gain_vs_tfidf']:+.1f} points (target >= +{100 * g['targets']['gain_vs_tfidf_min']:.0f}: {mark(g['gain_met'])})"
+                    if task == "classify" else
+                    f"ROUGE-L gain {100 * g['rougeL_gain']:+.1f} points, interval low {100 * g['rougeL_gain_low']:+.1f} (target >= +{100 * g['targets']['rougeL_gain_min']:.0f} with low > 0: {mark(g['gain_met'])})")
+            lines.append(f"- **{task}**: training {time_txt}; {gain}.")
+        if t.get("date") and t.get("date") != d.get("date"): lines.append(f"- {task} measured {t['date']} by `{t.get('command', '?')}`.")
+    return "\n".join(lines + [""])
 
 
 def lessons_md(d: dict) -> str:

@@ -6,11 +6,11 @@ Docs: https://domaintune-course.github.io/domaintune-course/cli.html.md"""
 
 # %% auto #0
 __all__ = ['PICKLE', 'TaskUnavailable', 'task_module', 'check_file', 'check_model', 'train_config', 'execute', 'detach',
-           'cmd_env', 'cmd_prepare', 'cmd_train', 'cmd_evaluate', 'cmd_generate', 'format_runs', 'cmd_runs', 'show_run',
-           'cancel_run', 'format_comparison', 'cmd_demo', 'build_parser', 'main']
+           'cmd_env', 'cmd_prepare', 'check_data', 'cmd_train', 'cmd_evaluate', 'cmd_generate', 'format_runs',
+           'cmd_runs', 'show_run', 'cancel_run', 'format_comparison', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/06a_cli.ipynb #b38266a8
-import argparse, importlib, inspect, json, os, subprocess, sys, time, traceback
+import argparse, importlib, inspect, json, os, subprocess, sys, tempfile, time, traceback
 from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TASKS, TrainConfig, make_config
@@ -156,6 +156,13 @@ def _source_run(run: str, runs_dir) -> Path:
     return d
 
 # %% ../nbs/06a_cli.ipynb #9bd99d76
+def check_data(cfg: TrainConfig) -> None:
+    "Validate `cfg.data` exactly as training will (the task's `prepare`, into a scratch folder); raise `InputError` on bad data."
+    mod = task_module(cfg.task)
+    if cfg.data is None: return  # the bundled data set, checked by the test suite
+    with tempfile.TemporaryDirectory(prefix="domaintune-check-") as tmp: mod.prepare(cfg.data, tmp, cfg.seed)
+
+# %% ../nbs/06a_cli.ipynb #06d1cba1
 def cmd_train(args) -> int:
     "Start, resume or continue a training run, attached or detached."
     if args.attach: return _finish(args, Path(args.attach), execute(Path(args.attach), args.resume, Path(args.from_run) if args.from_run else None))
@@ -170,7 +177,7 @@ def cmd_train(args) -> int:
         cfg = train_config(args, runs.load_run_config(from_run) if from_run else None)
         if from_run: cfg.extra["from_run"] = str(from_run)
         check_model(cfg.model, args.trust_remote_code, args.allow_pickle)
-        task_module(cfg.task)
+        check_data(cfg)
         run_dir = runs.create_run(cfg, args.out, args.runs_dir)
         runs.save_config(run_dir, cfg)
     if args.detach:

@@ -6,7 +6,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/models.html.md"""
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'REGISTRY', 'ModelSpec', 'package_dir', 'available_offline', 'convert_gguf', 'offline_dir',
-           'hub_reachable', 'resolve_model', 'load_tokenizer', 'load_model', 'versions', 'environment']
+           'hub_reachable', 'resolve_model', 'load_permissions', 'load_tokenizer', 'load_model', 'versions',
+           'environment']
 
 # %% ../nbs/00b_models.ipynb #f79ee445
 import importlib.util, os, shutil, socket, tempfile
@@ -142,6 +143,11 @@ def resolve_model(name: str) -> str:
 def _load_kwargs(trust_remote_code: bool, allow_pickle: bool) -> dict:
     "Safety defaults shared by every `from_pretrained` call."
     return dict(trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
+
+def load_permissions(extra: dict | None, # a run's `TrainConfig.extra` (the command line puts the flags there)
+                    ) -> dict:
+    "The loading permissions a user granted (`--trust-remote-code`, `--allow-pickle`); both off unless given."
+    return {k: bool((extra or {}).get(k, False)) for k in ("trust_remote_code", "allow_pickle")}
 
 def load_tokenizer(name: str, # registry name, local directory or hub id
                    trust_remote_code: bool = False, # run the repository's own Python code?

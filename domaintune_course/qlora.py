@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TrainConfig
-from .models import LORA_TARGETS, load_model, load_tokenizer
-from .batching import CompletionCollator, encode_prompt, ensure_pad_token, tokenize_example
+from .models import LORA_TARGETS, load_model, load_tokenizer, load_permissions
+from .batching import CompletionCollator, encode_prompt, ensure_pad_token, make_collator, tokenize_example
 from .data import END_MARKER, cut_at_end
 
 # %% ../nbs/02_qlora.ipynb #2a9e813d
@@ -89,7 +89,7 @@ def _load_base(cfg: TrainConfig, tokenizer):
     dtype = torch.float32 if cfg.strategy in ("full", "frozen") else compute_dtype(cfg)
     kw = dict(quantization_config=quant) if quant else {}
     if quant and torch.cuda.is_available(): kw["device_map"] = {"": 0}
-    model = load_model(cfg.model, dtype=dtype, **kw)
+    model = load_model(cfg.model, dtype=dtype, **kw, **load_permissions(cfg.extra))
     if torch.cuda.is_available() and not quant: model.to("cuda")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False
@@ -102,7 +102,7 @@ def load_for_training(cfg: TrainConfig, # model, strategy, precision, LoRA setti
     from transformers import set_seed
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     set_seed(cfg.seed)
-    tokenizer = ensure_pad_token(load_tokenizer(cfg.model))
+    tokenizer = ensure_pad_token(load_tokenizer(cfg.model, trust_remote_code=load_permissions(cfg.extra)["trust_remote_code"]))
     model = _load_base(cfg, tokenizer)
     ckpt = dict(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.strategy == "qlora": model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing, **ckpt)
@@ -227,12 +227,14 @@ def fine_tune(cfg: TrainConfig, # model, strategy and budget
     train_ds, eval_ds = (featurize(tokenizer, r, build_example_fn, cfg.max_length) for r in (train_records, eval_records or []))
     args = training_arguments(cfg, run_dir / "checkpoints", **({} if eval_ds else dict(eval_strategy="no")))
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds or None,
-                      data_collator=CompletionCollator(tokenizer), callbacks=callbacks)
+                      data_collator=make_collator(tokenizer, "packed" if cfg.extra.get("packing") else "dynamic"), callbacks=callbacks)
     ckpt = last_checkpoint(run_dir) if resume else None
     with peak_memory() as mem:
         start = time.time(); out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None); wall = time.time() - start
     metrics = _train_metrics(trainer, out, mem, wall, model.get_memory_footprint() / 2**20)
-    if eval_ds: metrics.update({k: v for k, v in trainer.evaluate().items() if k in ("eval_loss",)})
+    if eval_ds:  # the validation loss of the final weights: from the log when training just evaluated them, else measured now
+        last = [h for h in trainer.state.log_history if "eval_loss" in h]
+        metrics["eval_loss"] = last[-1]["eval_loss"] if last and last[-1].get("step") == trainer.state.global_step else trainer.evaluate()["eval_loss"]
     save_finetuned(trainer.model, tokenizer, cfg, run_dir / "model")
     return metrics | dict(resumed_from=ckpt.name if ckpt else None, model_dir_mb=round(dir_size_mb(run_dir / "model"), 2))
 
@@ -251,7 +253,7 @@ def load_finetuned(run_dir: Path | str, # a run directory with `model/`
     from transformers import AutoModelForCausalLM, AutoTokenizer
     cfg, model_dir = finetune_config(run_dir), Path(run_dir) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if not (model_dir / "adapter_config.json").exists(): return AutoModelForCausalLM.from_pretrained(model_dir).eval(), tokenizer
+    if not (model_dir / "adapter_config.json").exists(): return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval(), tokenizer
     import torch
     if quantized is None: quantized = cfg.strategy == "qlora" and torch.cuda.is_available()
     strategy = "qlora" if quantized else "lora"

@@ -133,7 +133,7 @@ CASES = [
 def test_bad_input_exits_2_with_a_fix_and_touches_nothing(ws, case, argv, expect):
     import shlex
     root = ws / "runs"
-    before = snapshot(ws)
+    before, runs_before = snapshot(ws), sorted(root.iterdir())
     args = ["--runs-dir", str(root)] + [a.replace("{ws}", str(ws)) for a in shlex.split(argv)]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main(args)
@@ -144,6 +144,7 @@ def test_bad_input_exits_2_with_a_fix_and_touches_nothing(ws, case, argv, expect
     after = snapshot(ws)
     changed = [str(p) for p, h in before.items() if after.get(p) != h]
     assert not changed, f"{case} changed existing files: {changed}"
+    assert sorted(root.iterdir()) == runs_before, f"{case} left a run behind: bad input must fail before a run is created"
 
 
 def test_bad_input_through_the_console_script(ws):

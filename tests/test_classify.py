@@ -82,6 +82,33 @@ def test_lora_run_saves_an_adapter_and_evaluates(encoder_dir, tmp_path):
     assert EVAL_KEYS <= set(classify.evaluate(tmp_path / "run"))
 
 
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_mean_pooling_survives_save_and_reload(encoder_dir, tmp_path, strategy):
+    "A run trained with mean pooling is rebuilt with it (as its classify.json says), and that changes the predictions."
+    import numpy as np
+    csv = kaggle_csv(tmp_path / "IMDB Dataset.csv", n=24)
+    cfg = make_config("classify", "smoke", model=str(encoder_dir), data=str(csv), strategy=strategy, extra={"pooling": "mean"})
+    classify.train(cfg, tmp_path / "run")
+    info_path = tmp_path / "run" / "classify.json"
+    info = json.loads(info_path.read_text())
+    assert info["pooling"] == "mean"
+    model, tok = classify.load_classifier(tmp_path / "run")
+    assert any(isinstance(m, classify.MeanPooler) for m in model.modules())
+    texts = [r["text"] for r in toy_reviews(6)]
+    mean = classify.predict_proba(model, tok, texts, 64)
+    info_path.write_text(json.dumps(info | {"pooling": "cls"}))
+    cls = classify.predict_proba(*classify.load_classifier(tmp_path / "run"), texts, 64)
+    assert np.abs(mean - cls).max() > 1e-4
+
+
+def test_pooling_follows_the_checkpoint_and_refuses_models_without_a_pooler(encoder_dir, tmp_path):
+    assert classify.pooling_mode(str(encoder_dir)) == "cls"
+    d = tmp_path / "st"; d.mkdir(); (d / "1_Pooling").mkdir(); (d / "config.json").write_text("{}")
+    (d / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    assert classify.pooling_mode(str(d)) == "mean"
+    with pytest.raises(InputError, match="pooling 'sum'"): classify._pooling(make_config("classify", "smoke", extra={"pooling": "sum"}))
+
+
 def test_frozen_trains_only_the_head(encoder_dir):
     cfg = make_config("classify", "smoke", model=str(encoder_dir), strategy="frozen")
     model = classify.build_classifier(cfg)

@@ -7,17 +7,18 @@ Docs: https://domaintune-course.github.io/domaintune-course/imdb.html.md"""
 # %% auto #0
 __all__ = ['LABELS', 'ALIASES', 'TRUNCATIONS', 'TRUNCATION', 'check_labels', 'load_reviews', 'take_balanced', 'prepare',
            'keep_tokens', 'clip_text', 'encode', 'embed', 'probe_truncation', 'head_modules', 'freeze',
-           'count_parameters', 'add_lora', 'build_classifier', 'training_arguments', 'fit', 'predict_proba', 'train',
-           'load_classifier', 'tfidf_baseline', 'tfidf_scores', 'zero_shot_scores', 'evaluate', 'compare_systems',
-           'verdict', 'generate']
+           'count_parameters', 'add_lora', 'pooling_mode', 'MeanPooler', 'use_mean_pooling', 'build_classifier',
+           'training_arguments', 'fit', 'predict_proba', 'train', 'load_classifier', 'tfidf_baseline', 'tfidf_scores',
+           'zero_shot_scores', 'evaluate', 'compare_systems', 'verdict', 'generate']
 
 # %% ../../nbs/04_imdb.ipynb #23a6e516
-import json, os, random, shutil, time
+import json, os, random, shutil, time, weakref
 from collections import Counter
 from pathlib import Path
 import numpy as np
+import torch
 from ..config import InputError, TrainConfig
-from ..models import LORA_TARGETS, load_model, load_tokenizer
+from ..models import LORA_TARGETS, load_model, load_permissions, load_tokenizer
 from ..data import SPLITS, build_prompt, load_imdb, load_task_data, prepare_data, read_splits
 from .. import metrics
 
@@ -209,9 +210,52 @@ def _check_strategy(strategy: str) -> str:
     return strategy
 
 # %% ../../nbs/04_imdb.ipynb #d4c3a9fd
+def pooling_mode(name: str, # registry name, local directory or hub id of the encoder
+                ) -> str:
+    "'mean' when the checkpoint declares sentence-transformers mean pooling (`*_Pooling/config.json`), else 'cls'."
+    from domaintune_course.models import resolve_model
+    d = Path(resolve_model(name))
+    for f in sorted(d.glob("*_Pooling/config.json")) if d.is_dir() else []:
+        if json.loads(f.read_text(encoding="utf-8")).get("pooling_mode_mean_tokens"): return "mean"
+    return "cls"
+
+class MeanPooler(torch.nn.Module):
+    "BERT's pooler (dense + tanh) applied to the attention-masked mean of the token vectors instead of the first token's."
+    def __init__(self, pooler, owner):
+        super().__init__()
+        self.dense, self.activation = pooler.dense, pooler.activation
+        self._owner = weakref.ref(owner)  # the encoder whose forward call left the attention mask (a weak link: no module cycle)
+
+    def forward(self, hidden_states):
+        mask = getattr(self._owner(), "_pooling_mask", None)
+        if mask is None: mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
+        m = mask[:, :hidden_states.shape[1]].unsqueeze(-1).to(hidden_states.dtype)
+        return self.activation(self.dense((hidden_states * m).sum(1) / m.sum(1).clamp(min=1)))
+
+def _keep_mask(module, args, kwargs):
+    "Forward pre-hook: remember the call's attention mask for the pooler."
+    module._pooling_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+def use_mean_pooling(model):
+    "Make a BERT-style sequence classifier read the masked mean of its token vectors (in place); returns the model."
+    base = getattr(model, model.base_model_prefix)
+    if isinstance(getattr(base, "pooler", None), MeanPooler): return model
+    if not hasattr(getattr(base, "pooler", None), "dense"):
+        raise InputError(f"pooling 'mean' needs a BERT-style pooler; {model.config.model_type!r} has none. Fix: use pooling 'cls' (or 'auto').")
+    base.register_forward_pre_hook(_keep_mask, with_kwargs=True)
+    base.pooler = MeanPooler(base.pooler, base)
+    return model
+
+def _pooling(cfg: TrainConfig, name: str | None = None) -> str:
+    "The pooling a run uses: `cfg.extra['pooling']`, or the checkpoint's own ('auto')."
+    mode = cfg.extra.get("pooling", "auto")
+    if mode not in ("auto", "mean", "cls"): raise InputError(f"pooling {mode!r}: use auto, mean or cls.")
+    return pooling_mode(name or cfg.model) if mode == "auto" else mode
+
+# %% ../../nbs/04_imdb.ipynb #fb59facb
 def _trust(cfg: TrainConfig) -> dict:
     "The loading permissions the user granted on the command line (`--trust-remote-code`, `--allow-pickle`)."
-    return {k: bool(cfg.extra.get(k, False)) for k in ("trust_remote_code", "allow_pickle")}
+    return load_permissions(cfg.extra)
 
 def build_classifier(cfg: TrainConfig, # model, strategy, LoRA settings, extra["freeze_layers"]
                      source: str | None = None, # load weights from here instead of `cfg.model` (a saved run's model)
@@ -221,6 +265,7 @@ def build_classifier(cfg: TrainConfig, # model, strategy, LoRA settings, extra["
     _check_strategy(cfg.strategy); set_seed(cfg.seed)
     model = load_model(source or cfg.model, kind="encoder", num_labels=len(LABELS), **_trust(cfg),
                        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    if _pooling(cfg) == "mean": use_mean_pooling(model)
     if cfg.strategy == "lora": return add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     return freeze(model, cfg.strategy, int(cfg.extra.get("freeze_layers", 0)))
 
@@ -328,7 +373,7 @@ def train(cfg: TrainConfig, # the run's configuration (task classify)
     _save_model(trainer.model, tok, run_dir)
     history = trainer.state.log_history
     _write_json(dict(id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}), run_dir / "labels.json")
-    _write_json(dict(model=cfg.model, source=_source(from_run), strategy=cfg.strategy, truncation=cfg.extra["truncation"],
+    _write_json(dict(model=cfg.model, source=_source(from_run), strategy=cfg.strategy, truncation=cfg.extra["truncation"], pooling=_pooling(cfg),
                      max_length=cfg.max_length, seed=cfg.seed, batch_size=cfg.batch_size), run_dir / "classify.json")
     _write_json(history, run_dir / "history.json")
     metrics.plot_loss_curves(history).savefig(run_dir / "loss_curves.png", dpi=100)
@@ -343,11 +388,12 @@ def load_classifier(run_dir: Path | str):
     d, info = Path(run_dir) / "model", json.loads((Path(run_dir) / "classify.json").read_text(encoding="utf-8"))
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(d))
-    if not (d / "adapter_config.json").is_file(): return load_model(str(d), kind="encoder"), tok
+    pool = (lambda m: use_mean_pooling(m) if info.get("pooling") == "mean" else m)  # runs made before pooling was recorded read [CLS]
+    if not (d / "adapter_config.json").is_file(): return pool(load_model(str(d), kind="encoder")), tok
     from peft import PeftModel
     base = load_model(info.get("source") or info["model"], kind="encoder", num_labels=len(LABELS),
                       id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
-    return PeftModel.from_pretrained(base, str(d)), tok
+    return PeftModel.from_pretrained(pool(base), str(d)), tok
 
 # %% ../../nbs/04_imdb.ipynb #7d5e388c
 def tfidf_baseline(train: list[dict], # training records

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import InputError, TrainConfig
 from ..data import SPLITS, build_example, build_prompt, load_dialogsum, load_task_data, prepare_data, split_records
 from ..metrics import ROUGE_TYPES, paired_bootstrap, plot_loss_curves, rouge_scores
-from ..models import hub_reachable, load_model, load_tokenizer
+from ..models import hub_reachable, load_model, load_permissions, load_tokenizer
 
 # %% ../../nbs/05_dialogsum.ipynb #5de5752c
 def use_hub(cfg: TrainConfig) -> bool:
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, # model, strategy, budget; extra["style"] picks the 
     shutil.copyfile(run_dir / "data" / "manifest.json", run_dir / "manifest.json")
     _save_run_config(cfg, run_dir)
     if from_run: cfg = continue_from(cfg, from_run, run_dir)
-    gen = generation_settings(cfg, splits["train"], load_tokenizer(cfg.model))
+    gen = generation_settings(cfg, splits["train"], load_tokenizer(cfg.model, trust_remote_code=load_permissions(cfg.extra)["trust_remote_code"]))
     _write_json(gen, run_dir / "generation.json")
     metrics = fine_tune(cfg, run_dir, splits["train"], splits["validation"][:cfg.eval_limit],
                         partial(summary_example, style=gen["style"]), resume=resume, callbacks=callbacks)
@@ -221,13 +221,14 @@ def base_and_finetuned(model, tokenizer, # the fine-tuned model (a PeftModel, or
                        prompts: list[str], # prompts from `summary_prompt`
                        gen: dict, # `generation_settings(...)`
                        base_name: str | None = None, # for a full fine-tune: the base model to load
+                       permissions: dict | None = None, # `load_permissions(...)` of the run, for loading `base_name`
                       ) -> tuple[list[str], list[str]]:
     "(base summaries, fine-tuned summaries) for the same prompts, decoded greedily with the same settings."
     from domaintune_course.qlora import generate as lm_generate
     run = lambda m: lm_generate(m, tokenizer, prompts, max_new_tokens=gen["max_new_tokens"], batch_size=gen["batch_size"], seed=gen["seed"])
     if hasattr(model, "disable_adapter"):
         with model.disable_adapter(): base = run(model)
-    else: base = run(load_model(base_name).eval())
+    else: base = run(load_model(base_name, **(permissions or {})).eval())
     return base, run(model)
 
 # %% ../../nbs/05_dialogsum.ipynb #25cae769
@@ -255,7 +256,8 @@ def evaluate(run_dir: Path, # a trained run directory
     rows, source = held_out(run_dir, data, limit or cfg.eval_limit)
     gen = _generation(run_dir)
     model, tok = load_finetuned(run_dir)
-    base, tuned = base_and_finetuned(model, tok, [summary_prompt(r, tok, gen["style"]) for r in rows], gen, finetune_config(run_dir).model)
+    ft = finetune_config(run_dir)
+    base, tuned = base_and_finetuned(model, tok, [summary_prompt(r, tok, gen["style"]) for r in rows], gen, ft.model, load_permissions(ft.extra))
     result = compare_summaries(base, tuned, [r["references"] for r in rows], seed=cfg.seed)
     table = results_table(rows, base, tuned, result.pop("per_example"))
     write_csv(table, run_dir / "results.csv")
