@@ -184,7 +184,7 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="score these finished run directories instead of training")
     p.add_argument("--profile", default=None, help="hardware profile for training (default: cpu; --quick: smoke)")
-    p.add_argument("--limit", type=int, default=None, help="held-out examples scored per task (default: the profile's eval_limit)")
+    p.add_argument("--limit", type=int, default=None, help="held-out examples scored per task (default: every test review for classify; the profile's eval_limit for summarize and qa)")
     p.add_argument("--zero-shot-model", default=None, help="instruct LM for zero-shot classification (default: smollm2-135m)")
     p.add_argument("--keep-runs", type=Path, default=None, help="train new runs here and keep them (default: a temporary directory)")
     p.add_argument("--update", action="store_true", help="keep the entries of tasks not run now from the existing quality.json in --out")
@@ -192,7 +192,7 @@ def main(argv=None):
     args.runs, args.profile = parse_runs(args.runs), args.profile or ("smoke" if args.quick else "cpu")
     args.argv = argv
     if args.zero_shot_model is None and not args.quick: args.zero_shot_model = "smollm2-135m"
-    if args.limit is None:
+    if args.limit is None and args.quick:  # otherwise None: every test review, and the profile's eval_limit for the generation tasks
         from domaintune_course.config import make_config
         args.limit = make_config("classify", args.profile).eval_limit
     args.out.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,7 @@ def quality_md(d: dict) -> str:
         for name, r in t["systems"].items():
             lo, hi = r.get("ci_low", r.get(f"{m}_low")), r.get("ci_high", r.get(f"{m}_high"))
             rows.append([task, name, m, r.get(m), f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else None, r.get("n")])
-    lines = [f"Profile `{d.get('profile')}`, at most {d.get('limit')} held-out examples per task; plots: "
+    lines = [f"Profile `{d.get('profile')}`; held-out examples per task in column n ({'at most ' + str(d['limit']) if d.get('limit') else 'classify: the whole test split; summarize, qa: the profile eval_limit'}); plots: "
              + ", ".join(f"`{t['plot']}`" for t in d["tasks"].values() if t.get("plot")), "",
              table(["task", "system", "metric", "value", "95% interval", "n"], rows), ""]
     for task, t in d["tasks"].items():

@@ -47,7 +47,8 @@ def test_throughput_quick(out):
         assert p["speedup_vs_classic"] == pytest.approx(p["strategies"][p["course"]]["tokens_per_second"]
                                                         / p["strategies"]["pad_to_max"]["tokens_per_second"], rel=0.01)
     assert d["causal"]["padding_fraction"]["packed"] == 0
-    assert d["causal"]["packing_check"]["ok"] is True and d["causal"]["course"] == "packed", "packing proven exact: the course pipeline packs"
+    assert d["causal"]["packing_check"]["ok"] is True and d["causal"]["course"] == "group_by_length", "the default: what the Trainer uses"
+    assert set(d["causal"]["packed_speedup"]) == {"classic", "dynamic"}, "packing is measured beside it"
     assert d["classify"]["course"] == "group_by_length" and "packed" not in d["classify"]["strategies"]
     assert set(d["causal"]["meets_targets"]) == {"padding_fraction", "speedup_vs_classic", "speedup_vs_dynamic"}
 
@@ -75,6 +76,20 @@ def test_quality_quick(out):
     c = d["tasks"]["classify"]["systems"]
     assert set(c) == {"fine-tuned encoder", "tf-idf + logistic regression", "zero-shot prompting"}
     for r in c.values(): assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == d["limit"]
+
+
+def test_quality_targets_and_update_keep_earlier_tasks(tmp_path):
+    "Targets are checked from the systems measured; --update keeps other tasks' entries, stamped with their own run."
+    q = script("quality")
+    systems = {"fine-tuned encoder": {"accuracy": 0.95}, "tf-idf + logistic regression": {"accuracy": 0.90}}
+    t = q.check_targets("classify", systems, {"train_seconds": 700.0})
+    assert t["gain_vs_tfidf"] == pytest.approx(0.05) and t["gain_met"] and t["train_time_met"] is False and t["met"] is False
+    assert q.check_targets("classify", systems, None)["met"] is None, "no training time measured: not claimed met"
+    delta = {"n": 5, "rougeL": 0.02, "rougeL_low": -0.01, "rougeL_high": 0.05}
+    (tmp_path / "quality.json").write_text(json.dumps({"date": "2026-01-01", "command": "python bench/quality.py --tasks summarize",
+        "tasks": {"summarize": {"status": "ok", "systems": {"fine-tuned - base": delta}, "train_metrics": {"wall_time_s": 10}}}}))
+    kept = q.kept_tasks(tmp_path / "quality.json")
+    assert kept["summarize"]["date"] == "2026-01-01" and kept["summarize"]["targets"]["gain_met"] is False
 
 
 def test_lessons_quick_and_summary(out):
