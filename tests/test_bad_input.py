@@ -94,6 +94,8 @@ CASES = [
     ("summarize-empty-file", "prepare {ws}/empty.jsonl --task summarize --out {ws}/out", ["empty.jsonl", "empty", "Fix"]),
     ("data-file-missing", "train --task qa --data {ws}/nope.jsonl", ["--data", "nope.jsonl", "file not found", "Fix"]),
     ("data-is-a-folder", "train --task summarize --data {ws}/a_folder", ["a_folder", "is a directory", "Fix"]),
+    ("classify-folder-not-aclimdb", "train --task classify --model {ws}/encoder --data {ws}/a_folder", ["a_folder", "not an aclImdb folder", "Fix"]),
+    ("classify-imdb-offline", "train --task classify --model {ws}/encoder --data imdb", ["stanfordnlp/imdb", "Fix"]),
     ("prepare-file-missing", "prepare {ws}/nope.jsonl --task qa", ["nope.jsonl", "file not found"]),
     ("model-does-not-exist", "train --task qa --model no-such-model", ["no-such-model", "Unknown model", "local model directory"]),
     ("model-folder-without-config", "train --task classify --model {ws}/not_a_model", ["not_a_model", "config.json", "Point --model"]),

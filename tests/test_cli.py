@@ -54,6 +54,18 @@ def test_prepare_writes_splits(space, tmp_path):
     assert str(tmp_path / "prep") in r.stdout
 
 
+def test_prepare_reads_an_aclimdb_folder_for_classify(tmp_path):
+    "The command line takes the original IMDb folder layout for classify (and only there, where a folder is a data set)."
+    root = tmp_path / "aclImdb"
+    for split in ("train", "test"):
+        for lab in ("pos", "neg"):
+            (root / split / lab).mkdir(parents=True)
+            for i in range(10): (root / split / lab / f"{i}_{9 if lab == 'pos' else 1}.txt").write_text(f"{lab} review number {i}", encoding="utf-8")
+    dt("prepare", root, "--task", "classify", "--out", tmp_path / "prep")
+    counts = json.loads((tmp_path / "prep" / "manifest.json").read_text())["counts"]
+    assert counts["test"] == 20 and counts["train"] + counts["validation"] == 20
+
+
 def test_train_writes_a_complete_run(space):
     base = space["base"]
     out = last_json(space["train_out"])
