@@ -229,7 +229,7 @@ class MeanPooler(torch.nn.Module):
     def forward(self, hidden_states):
         mask = getattr(self._owner(), "_pooling_mask", None)
         if mask is None: mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
-        m = mask[:, :hidden_states.shape[1]].unsqueeze(-1).to(hidden_states.dtype)
+        m = mask.unsqueeze(-1).to(hidden_states.dtype)
         return self.activation(self.dense((hidden_states * m).sum(1) / m.sum(1).clamp(min=1)))
 
 def _keep_mask(module, args, kwargs):
@@ -246,11 +246,11 @@ def use_mean_pooling(model):
     base.pooler = MeanPooler(base.pooler, base)
     return model
 
-def _pooling(cfg: TrainConfig, name: str | None = None) -> str:
-    "The pooling a run uses: `cfg.extra['pooling']`, or the checkpoint's own ('auto')."
+def _pooling(cfg: TrainConfig) -> str:
+    "The pooling a run uses: `cfg.extra['pooling']`, or the base checkpoint's own ('auto')."
     mode = cfg.extra.get("pooling", "auto")
     if mode not in ("auto", "mean", "cls"): raise InputError(f"pooling {mode!r}: use auto, mean or cls.")
-    return pooling_mode(name or cfg.model) if mode == "auto" else mode
+    return pooling_mode(cfg.model) if mode == "auto" else mode
 
 # %% ../../nbs/04_imdb.ipynb #fb59facb
 def _trust(cfg: TrainConfig) -> dict:
