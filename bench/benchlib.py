@@ -80,30 +80,56 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def trim_heap():
-    "Give freed heap memory back to the OS (glibc `malloc_trim`), so the RSS reflects live memory."
+def _libc():
+    "glibc, or None where the C library is another (macOS, musl)."
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError): pass
+        lib = ctypes.CDLL("libc.so.6")
+        lib.mallinfo2  # glibc 2.33+
+        return lib
+    except (OSError, AttributeError): return None
 
 
-class PeakRSS:
-    "A context manager that samples this process's RSS in a thread and keeps the peak."
-    def __init__(self, interval: float = 0.002): self.interval, self.peak = interval, 0
+def trim_heap():
+    "Give freed heap memory back to the OS (glibc `malloc_trim`), so the RSS reflects live memory."
+    lib = _libc()
+    if lib is not None: lib.malloc_trim(0)
+
+
+def heap_bytes() -> int | None:
+    "Bytes the C allocator has handed out and not had back (glibc `mallinfo2`: in-use heap + mmapped blocks); None without glibc."
+    import ctypes
+    lib = _libc()
+    if lib is None: return None
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                                                   "uordblks", "fordblks", "keepcost")]
+    lib.mallinfo2.restype = MallInfo2
+    m = lib.mallinfo2()
+    return m.uordblks + m.hblkhd
+
+
+class PeakMemory:
+    "A context manager that samples this process's RSS and live heap bytes in a thread and keeps the peaks."
+    def __init__(self, interval: float = 0.002): self.interval, self.peak_rss, self.peak_heap = interval, 0, None
+
+    def _sample(self):
+        self.peak_rss = max(self.peak_rss, rss_bytes())
+        h = heap_bytes()
+        if h is not None: self.peak_heap = max(self.peak_heap or 0, h)
 
     def __enter__(self):
         import threading
-        self.peak, self._stop = rss_bytes(), threading.Event()
+        self._stop = threading.Event(); self._sample()
         self._thread = threading.Thread(target=self._run, daemon=True); self._thread.start()
         return self
 
     def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes()); time.sleep(self.interval)
+        while not self._stop.wait(self.interval): self._sample()
 
     def __exit__(self, *exc):
-        self._stop.set(); self._thread.join(); self.peak = max(self.peak, rss_bytes())
+        self._stop.set(); self._thread.join(); self._sample()
 
 
 def file_mapped_ranges(suffix: str = ".safetensors") -> list[tuple[int, int]]:

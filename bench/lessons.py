@@ -1,7 +1,8 @@
 """Wall time and peak memory of each lesson notebook at a hardware profile, so instructors can plan a class.
 
-Each notebook runs top to bottom in its own Python process with nbdev's `test_nb` (cells tagged `#| gpu` are skipped,
-and `#| slow` unless --include-slow), with DOMAINTUNE_PROFILE set and a temporary runs directory. Peak memory is the
+Each notebook runs top to bottom in its own Python process with nbdev's `test_nb`, as a learner clicking through would:
+every cell, including those tagged `#| slow` (the test suite skips them; --skip-slow does too), except `#| gpu` cells on
+a machine without CUDA. DOMAINTUNE_PROFILE is set, the runs directory is temporary. Peak memory is the
 child's maximum resident set size as the kernel reports it for a waited-for child (`os.wait4`, the per-child form of
 `resource.getrusage(RUSAGE_CHILDREN)`), which includes the processes the notebook itself starts.
 
@@ -61,15 +62,21 @@ def wait(proc, timeout: float):
     return None, usage
 
 
+def _cuda() -> bool:
+    "Is there a CUDA device for the `#| gpu` cells?"
+    import torch
+    return torch.cuda.is_available()
+
+
 def main(argv=None):
     p = benchlib.parser(__doc__.split("\n")[0])
     p.add_argument("--profile", default=None, help="hardware profile the lessons run with (default: cpu; --quick: smoke)")
     p.add_argument("--only", nargs="+", default=None, help="notebook names (e.g. 01a_batching) instead of every lesson")
-    p.add_argument("--include-slow", action="store_true", help="also run cells tagged #| slow (as a learner clicking through would)")
+    p.add_argument("--skip-slow", action="store_true", help="skip cells tagged #| slow, as the test suite does (default: run them, as a learner would)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds before one notebook is stopped (default: 3600)")
     args = p.parse_args(argv)
     profile = args.profile or ("smoke" if args.quick else "cpu")
-    skip = ["gpu"] + ([] if args.include_slow else ["slow"])
+    skip = ([] if _cuda() else ["gpu"]) + (["slow"] if args.skip_slow else [])
     rows = {}
     for nb in lessons(args.only or (list(QUICK) if args.quick else None)):
         rows[nb.stem] = run_notebook(nb, profile, skip, args.timeout)

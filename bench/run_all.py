@@ -74,16 +74,21 @@ def throughput_md(d: dict) -> str:
 
 
 def memory_md(d: dict) -> str:
-    "Estimated vs measured weights and peak training memory."
+    "Estimated vs measured weights and peak training memory (allocated bytes; the process's RSS beside)."
     rows = [[r["name"], r["precision"], r.get("strategy"), r.get("footprint_tensor_mb"), r.get("estimated_footprint_mb"), r.get("footprint_error_pct"),
-             r.get("peak_training_mb"), r.get("estimated_peak_training_mb"), r.get("peak_training_error_pct"), r.get("error", "")[-80:] or None]
+             r.get("peak_training_mb"), r.get("estimated_peak_training_mb"), r.get("peak_training_error_pct"),
+             r.get("peak_training_rss_mb"), r.get("peak_training_rss_error_pct"), r.get("error", "")[-80:] or None]
             for r in d["rows"]]
-    head = ["model", "precision", "strategy", "weights MB", "estimate", "error %", "peak training MB", "estimate", "error %", "failure"]
+    head = ["model", "precision", "strategy", "weights MB", "estimate", "error %", "peak training MB", "estimate", "error %",
+            "peak RSS MB", "error % vs RSS", "failure"]
     r0 = d["rows"][0] if d["rows"] else {}
     lines = [f"Batch {r0.get('batch_size')} x {r0.get('max_length')} tokens (every example padded to it), {r0.get('steps')} AdamW steps; "
-             f"measured with {r0.get('measured_with', '?')} minus the RSS before loading.", "", table(head, rows), ""]
+             f"measured with {r0.get('measured_with', '?')}, each minus its value before loading. The peak is allocated bytes "
+             f"(`{r0.get('peak_measured_as', 'rss')}`), as a GPU's `max_memory_allocated` counts them; the RSS also holds heap the "
+             "allocator kept after tensors were freed.", "", table(head, rows), ""]
     if d.get("max_error_pct") is not None:
-        lines.append(f"Largest error: {d['max_error_pct']:.1f}% (target within {d['target_pct']:.0f}%: {mark(d['meets_target'])}).")
+        lines.append(f"Largest error: {d['max_error_pct']:.1f}% (target within {d['target_pct']:.0f}%: {mark(d['meets_target'])})"
+                     + (f"; against the RSS peak: {d['max_peak_rss_error_pct']:.1f}%." if d.get("max_peak_rss_error_pct") is not None else "."))
     else: lines.append("No estimates: every configuration failed (see `failure`).")
     return "\n".join(lines) + "\n"
 

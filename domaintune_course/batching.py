@@ -7,11 +7,11 @@ Docs: https://domaintune-course.github.io/domaintune-course/batching.html.md"""
 # %% auto #0
 __all__ = ['PAD_CANDIDATES', 'STRATEGIES', 'ensure_pad_token', 'encode_prompt', 'tokenize_example', 'CompletionCollator',
            'tokenize_records', 'example_lengths', 'model_context', 'recommend_max_length', 'length_histogram',
-           'batch_order', 'padding_fraction', 'padding_report', 'bundled_padding_table', 'sampling_args',
-           'make_collator', 'per_example_losses', 'check_packing']
+           'length_grouped_indices', 'batch_order', 'padding_fraction', 'padding_report', 'bundled_padding_table',
+           'course_trainer', 'sampling_args', 'make_collator', 'per_example_losses', 'check_packing']
 
 # %% ../nbs/01a_batching.ipynb #ef619633
-import math, random
+import functools, math, random
 from dataclasses import dataclass
 from .config import InputError
 from .data import build_example, bundled_path, load_task_data, TASK_FIELDS
@@ -167,12 +167,25 @@ def _lengths_for(task: str, tokenizer, records=None) -> dict:
 # %% ../nbs/01a_batching.ipynb #23914aed
 STRATEGIES = ("pad_to_max", "dynamic", "group_by_length", "packed")
 
-def batch_order(lengths: list[int], batch_size: int, strategy: str = "dynamic", seed: int = 42) -> list[list[int]]:
-    "The batches of example indices a strategy forms: shuffled, or grouped by length as the Trainer's sampler does."
+def length_grouped_indices(lengths: list[int], # tokens per example
+                           batch_size: int, # examples per batch (the Trainer passes batch x accumulation)
+                           generator=None, # a `torch.Generator`; None: torch's global RNG, which the Trainer seeds
+                           mega_batch_mult: int = 50, # batches per megabatch sorted by length
+                          ) -> list[int]:
+    "Indices whose consecutive `batch_size` slices have similar lengths: sorted megabatches, then the batches shuffled (the longest first)."
     import torch
-    if strategy == "group_by_length":
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-        order = list(LengthGroupedSampler(batch_size, lengths=list(lengths), generator=torch.Generator().manual_seed(seed)))
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+    idx = get_length_grouped_indices(list(lengths), batch_size, mega_batch_mult, generator)
+    batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    head, rest = batches[:1], batches[1:]  # the batch with the longest example stays first: out of memory at once, if at all
+    tail = [rest.pop()] if rest and len(rest[-1]) < batch_size else []  # a short last batch stays last, as a loader cuts it
+    rest = [rest[i] for i in torch.randperm(len(rest), generator=generator).tolist()]
+    return [i for b in head + rest + tail for i in b]
+
+def batch_order(lengths: list[int], batch_size: int, strategy: str = "dynamic", seed: int = 42) -> list[list[int]]:
+    "The batches of example indices a strategy forms: shuffled, or grouped by length as the course's trainer does."
+    import torch
+    if strategy == "group_by_length": order = length_grouped_indices(lengths, batch_size, torch.Generator().manual_seed(seed))
     else:
         order = list(range(len(lengths))); random.Random(seed).shuffle(order)
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -220,6 +233,28 @@ def bundled_padding_table(batch_size: int = 8, seed: int = 42) -> dict:
     return out
 
 # %% ../nbs/01a_batching.ipynb #90dac4bb
+def course_trainer(**kwargs # `transformers.Trainer` arguments
+                  ):
+    "A `transformers.Trainer` whose length-grouped sampling uses `length_grouped_indices` (50-batch megabatches, shuffled batches)."
+    return _trainer_class()(**kwargs)
+
+@functools.cache
+def _trainer_class():
+    "The `Trainer` subclass behind `course_trainer` (built on first use: importing transformers takes seconds)."
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class CourseSampler(LengthGroupedSampler):
+        "The Trainer's length-grouped sampler with the course's grouping."
+        def __iter__(self): return iter(length_grouped_indices(self.lengths, self.batch_size, self.generator))
+
+    class CourseTrainer(Trainer):
+        "A Trainer that groups by length with `length_grouped_indices`."
+        def _get_train_sampler(self, train_dataset=None):
+            s = super()._get_train_sampler(train_dataset)
+            return CourseSampler(s.batch_size, lengths=s.lengths, generator=s.generator) if type(s) is LengthGroupedSampler else s
+    return CourseTrainer
+
 def sampling_args(strategy: str = "group_by_length") -> dict:
     "The `TrainingArguments` keywords (transformers 5) that select a batching strategy."
     if strategy not in STRATEGIES: raise InputError(f"Unknown batching strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")

@@ -6,8 +6,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/concepts.html.md"""
 
 # %% auto #0
 __all__ = ['SHAPES', 'NF4_BYTES', 'OPTIMIZER_BYTES', 'GPUS', 'GPU_PROFILE', 'LEARNING_RATES', 'parameter_breakdown',
-           'lora_parameters', 'ModelShape', 'estimate_memory', 'fits', 'fit_table', 'measured_footprint_mb',
-           'measure_strategy', 'plot_strategies']
+           'lora_parameters', 'ModelShape', 'estimate_memory', 'saved_activation_bytes', 'fits', 'fit_table',
+           'measured_footprint_mb', 'measure_strategy', 'plot_strategies']
 
 # %% ../nbs/00_concepts.ipynb #76d5920f
 import ctypes, gc, statistics, time
@@ -49,12 +49,19 @@ class ModelShape:
     tied: bool           # output head shares the embedding matrix
     intermediate: int    # MLP width
     lora_width: float    # per block, sum of (d_in + d_out) / hidden over the default LoRA targets
+    heads: int = 0       # attention heads (0: hidden / 64)
+    kv_heads: int = 0    # key/value heads (0: as many as heads; fewer with grouped-query attention)
+    gated: bool = True   # gated MLP (gate, up, down) rather than up, activation, down
+    lora_in: float = 0.0 # per block, sum of d_in / hidden over the default LoRA targets (0: half of lora_width)
+    attn_dropout: float = 0.0   # attention-probability dropout while training
+    hidden_dropout: float = 0.0 # dropout on the two residual branches while training
+    lm_head: bool = True # predicts the vocabulary (a causal LM); False for an encoder with a small task head
 
 SHAPES = {s.name: s for s in [
-    ModelShape("smollm2-135m", 134.5e6, 30, 576, 49152, True, 1536, 17.667),
-    ModelShape("falcon-rw-1b", 1311.6e6, 24, 2048, 50304, True, 8192, 4.0),
-    ModelShape("phi-2", 2779.7e6, 32, 2560, 51200, False, 10240, 8.0),
-    ModelShape("llama-7b", 6738.4e6, 32, 4096, 32000, False, 11008, 19.06),
+    ModelShape("smollm2-135m", 134.5e6, 30, 576, 49152, True, 1536, 17.667, heads=9, kv_heads=3, lora_in=8.667),
+    ModelShape("falcon-rw-1b", 1311.6e6, 24, 2048, 50304, True, 8192, 4.0, heads=32, gated=False, lora_in=1.0),
+    ModelShape("phi-2", 2779.7e6, 32, 2560, 51200, False, 10240, 8.0, heads=32, gated=False, lora_in=4.0, hidden_dropout=0.1),
+    ModelShape("llama-7b", 6738.4e6, 32, 4096, 32000, False, 11008, 19.06, heads=32, lora_in=8.688),
 ]}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit code + 8-bit block scale (64) + fp32 scale of scales (256)
 
@@ -86,12 +93,33 @@ def _weights_and_trainable(s: ModelShape, strategy: str, precision: str, lora_r:
     if strategy == "qlora": return (s.params - embed) * NF4_BYTES + embed * 4 + lora * 4, lora
     raise InputError(f"strategy {strategy!r}: use full, frozen, lora or qlora.")
 
-def _activations(s: ModelShape, strategy: str, precision: str, tokens: int, checkpointing: bool, trainable_blocks: int) -> tuple[float, float]:
-    "(activation bytes kept for backward, logits bytes) for `tokens` tokens in a batch."
-    per_layer = tokens * s.hidden * (10 + 3 * s.intermediate / s.hidden) * _bytes(precision)
+def _block_bytes(s: ModelShape, strategy: str, b: int, seq_len: int, lora_dropout: float, device: str, attention: str) -> float:
+    "Bytes autograd keeps per token in one block (see the list above)."
+    h, inter = s.hidden, s.intermediate
+    heads = s.heads or max(1, h // 64)
+    kv = h * (s.kv_heads or heads) / heads
+    mask = b if device == "cpu" else 1  # a dropout mask: the noise tensor on a CPU, one byte on a GPU
+    out = 2 * h * 4 + (2 * h + 2 * kv + (3 * inter if s.gated else inter)) * b  # norm inputs (fp32), attention, MLP
+    if s.hidden_dropout: out += 2 * h * mask
+    inputs = 3 * h + inter  # inputs of the attention, output, MLP and down projections
+    if strategy in ("full", "frozen"): out += inputs * b
+    else:
+        lora_in = s.lora_in or s.lora_width / 2
+        adapter_mask = 4 if device == "cpu" else 1  # peft runs the adapter path in the adapters' fp32: fp32 noise on a CPU
+        out += lora_in * h * (b + adapter_mask) if lora_dropout > 0 else min(lora_in * h, inputs) * b
+    if attention == "eager" or (device == "cpu" and s.attn_dropout > 0):  # s x s probabilities (and dropout's two copies)
+        out += heads * seq_len * (b + (b + mask if s.attn_dropout else 0))
+    return out
+
+def _activations(s: ModelShape, strategy: str, precision: str, batch_size: int, seq_len: int, checkpointing: bool,
+                 trainable_blocks: int, lora_dropout: float = 0.05, device: str = "cuda", attention: str = "sdpa") -> tuple[float, float]:
+    "(activation bytes kept for backward, bytes of the logits and their gradients) for one batch."
+    tokens, b = batch_size * seq_len, _bytes(precision)
+    per_layer = tokens * _block_bytes(s, strategy, b, seq_len, lora_dropout, device, attention)
     layers = min(trainable_blocks, s.layers) if strategy == "frozen" else s.layers
-    kept = (layers * tokens * s.hidden * _bytes(precision) + per_layer) if checkpointing else layers * per_layer
-    return kept, tokens * s.vocab * (_bytes(precision) + 8)
+    kept = (layers * tokens * s.hidden * b + per_layer) if checkpointing else layers * per_layer
+    logits = tokens * s.vocab * 12 if s.lm_head else 0  # the loss's fp32 log-probabilities and, in backward, two fp32 gradients
+    return kept, logits
 
 # %% ../nbs/00_concepts.ipynb #d3d4089a
 OPTIMIZER_BYTES = {"adamw": 8, "adamw_torch": 8, "paged_adamw_8bit": 2, "adamw_8bit": 2, "sgd": 0, "adafactor": 4}
@@ -107,16 +135,37 @@ def estimate_memory(model, # a registry name (`SHAPES`), a `ModelShape`, or a pa
                     trainable_blocks: int = 2, # blocks trained by the `frozen` strategy
                     world_size: int = 1, # data-parallel processes sharing the work
                     zero_stage: int = 0, # 1 shards optimizer state, 2 also gradients, 3 also weights (ZeRO-3 / FSDP full shard)
+                    lora_dropout: float = 0.05, # LoRA dropout (above 0 every adapter keeps a dropped copy of its input)
+                    device: str = "cuda", # cuda | cpu (a CPU keeps dropout masks at full precision)
+                    attention: str = "sdpa", # sdpa (fused kernels) | eager (keeps the s x s probabilities)
                    ) -> dict:
     "Estimated training memory per device, in GiB, by part: weights, gradients, optimizer, activations, logits, total."
     s = _shape(model)
+    if device not in ("cuda", "cpu"): raise InputError(f"device {device!r}: use cuda or cpu.")
+    if attention not in ("sdpa", "eager"): raise InputError(f"attention {attention!r}: use sdpa or eager.")
     weights, trainable = _weights_and_trainable(s, strategy, precision, lora_r, trainable_blocks)
     grads, optim = trainable * 4, trainable * OPTIMIZER_BYTES.get(optimizer, 8)
     shard = lambda x, stage: x / world_size if zero_stage >= stage else x
-    acts, logits = _activations(s, strategy, precision, batch_size * seq_len, gradient_checkpointing, trainable_blocks)
+    acts, logits = _activations(s, strategy, precision, batch_size, seq_len, gradient_checkpointing, trainable_blocks,
+                                lora_dropout, device, attention)
     parts = dict(weights=shard(weights, 3), gradients=shard(grads, 2), optimizer=shard(optim, 1), activations=acts, logits=logits)
     gib = {k: v / 2**30 for k, v in parts.items()}
     return gib | dict(total=sum(gib.values()), trainable_params=int(trainable))
+
+# %% ../nbs/00_concepts.ipynb #6c87d009
+def saved_activation_bytes(model, # a model in training mode
+                           batch: dict, # its inputs, labels included
+                          ) -> int:
+    "Bytes of the tensors autograd keeps for the backward pass of one forward pass (weights and buffers left out)."
+    import torch
+    skip = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    kept = {}
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip: kept[st.data_ptr()] = max(kept.get(st.data_ptr(), 0), st.nbytes())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t): model(**batch)
+    return sum(kept.values())
 
 # %% ../nbs/00_concepts.ipynb #4e7089a8
 GPUS = {"T4": 15.0, "P100": 15.9, "L4": 22.0, "A100": 39.4}  # usable GiB as torch reports them (A100 40 GB)

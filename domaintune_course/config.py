@@ -118,11 +118,17 @@ def _convert(name: str, raw: str, kind: type):
 _TYPES = {f.name: f.type if f.type in (int, float, bool) else str for f in fields(TrainConfig)}
 
 # %% ../nbs/00a_config.ipynb #04fd68e3
+def _keys(task: str, name: str, lesson: bool) -> list[str]:
+    "The settings keys that can hold `name` for `task`, the most specific first."
+    plain = [f"{task}_{name}", name]
+    return [f"lesson_{k}" for k in plain] + plain if lesson else plain
+
 def profile_values(task: str, # qa | classify | summarize
                    profile: str, # a section of settings.ini
                    settings: configparser.ConfigParser | None = None, # default: `read_settings()`
+                   lesson: bool = False, # the lesson-sized budget: `lesson_` keys win where the profile has them
                   ) -> dict:
-    "The profile's values for one task: `{task}_{key}` overrides `key`."
+    "The profile's values for one task: `{task}_{key}` overrides `key` (and `lesson_...` both, for a lesson)."
     s = settings or read_settings()
     if task not in TASKS: raise InputError(f"Unknown task {task!r}: choose one of {', '.join(TASKS)}.")
     if profile not in s or profile == "course":
@@ -130,9 +136,9 @@ def profile_values(task: str, # qa | classify | summarize
         raise InputError(f"Unknown profile {profile!r}: settings.ini has {', '.join(known)}. Pick one with --profile or DOMAINTUNE_PROFILE.")
     sec, out = s[profile], {}
     for name, kind in _TYPES.items():
-        key = f"{task}_{name}" if f"{task}_{name}" in sec else name
-        if key in sec and name not in ("task", "profile", "extra", "data"): out[name] = _convert(key, sec[key], kind)
-    if f"{task}_model" in sec: out["model"] = sec[f"{task}_model"].strip()
+        if name in ("task", "profile", "extra", "data"): continue
+        key = next((k for k in _keys(task, name, lesson) if k in sec), None)
+        if key is not None: out[name] = _convert(key, sec[key], kind)
     return out
 
 # %% ../nbs/00a_config.ipynb #708bf238
@@ -153,12 +159,13 @@ def _check(cfg: TrainConfig) -> TrainConfig:
 def make_config(task: str = "qa", # qa | classify | summarize
                 profile: str | None = None, # settings.ini section; None detects it
                 settings_path: Path | str | None = None, # explicit settings.ini
+                lesson: bool = False, # the profile's lesson-sized budget (`lesson_` keys) instead of its full one
                 **overrides, # any TrainConfig field; None values are ignored
                ) -> TrainConfig:
     "A checked `TrainConfig` for `task` from the profile's budget plus overrides."
     s = read_settings(settings_path)
     profile = profile or detect_profile()
-    vals = profile_values(task, profile, s)
+    vals = profile_values(task, profile, s, lesson)
     vals.setdefault("seed", int(s["course"].get("seed", "42")))
     vals.setdefault("eval_limit", int(s["course"].get("eval_limit", "60")))
     unknown = set(overrides) - set(_TYPES)

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TrainConfig
 from .models import LORA_TARGETS, load_model, load_tokenizer, load_permissions
-from .batching import CompletionCollator, encode_prompt, ensure_pad_token, make_collator, tokenize_example
+from .batching import CompletionCollator, course_trainer, encode_prompt, ensure_pad_token, make_collator, tokenize_example
 from .data import END_MARKER, cut_at_end
 
 # %% ../nbs/02_qlora.ipynb #2a9e813d
@@ -220,14 +220,13 @@ def fine_tune(cfg: TrainConfig, # model, strategy and budget
               callbacks: list | None = None, # `TrainerCallback`s (progress, cancellation)
              ) -> dict:
     "Fine-tune `cfg.model` on prompt/completion pairs, save the adapter (or model) and return the run's metrics."
-    from transformers import Trainer
     if not train_records: raise InputError("No training records: the training split is empty. Fix: give a data file with more records.")
     run_dir = Path(run_dir)
     model, tokenizer = load_for_training(cfg)
     train_ds, eval_ds = (featurize(tokenizer, r, build_example_fn, cfg.max_length) for r in (train_records, eval_records or []))
     args = training_arguments(cfg, run_dir / "checkpoints", **({} if eval_ds else dict(eval_strategy="no")))
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds or None,
-                      data_collator=make_collator(tokenizer, "packed" if cfg.extra.get("packing") else "dynamic"), callbacks=callbacks)
+    trainer = course_trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds or None,
+                             data_collator=make_collator(tokenizer, "packed" if cfg.extra.get("packing") else "dynamic"), callbacks=callbacks)
     ckpt = last_checkpoint(run_dir) if resume else None
     with peak_memory() as mem:
         start = time.time(); out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None); wall = time.time() - start

@@ -61,9 +61,23 @@ def test_memory_quick(out):
     for r in d["rows"]:
         assert r["footprint_tensor_mb"] > 0 and r["peak_training_mb"] > 0
         assert r["peak_training_mb"] >= r["footprint_rss_mb"] * 0.5
-        assert {"estimated_footprint_mb", "footprint_error_pct", "estimated_peak_training_mb", "peak_training_error_pct"} <= set(r)
+        assert {"estimated_footprint_mb", "footprint_error_pct", "estimated_peak_training_mb", "peak_training_error_pct",
+                "peak_training_rss_mb", "peak_training_rss_error_pct"} <= set(r)
+        assert r["peak_measured_as"] == ("allocated" if script("benchlib").heap_bytes() is not None else "rss")
     assert d["max_error_pct"] == max(abs(r[k]) for r in d["rows"] for k in ("footprint_error_pct", "peak_training_error_pct"))
     assert d["rows"][0]["trainable_parameters"] == d["rows"][0]["estimated_trainable_parameters"], "the estimator's LoRA count must match peft's"
+
+
+def test_heap_bytes_follow_tensors():
+    "The allocated-bytes counter memory.py checks the estimator against sees a tensor come and go."
+    import torch
+    lib = script("benchlib")
+    if lib.heap_bytes() is None: pytest.skip("no glibc mallinfo2 here: memory.py falls back to the RSS")
+    before = lib.heap_bytes()
+    t = torch.ones(16 * 2**20)  # 64 MiB of float32
+    during = lib.heap_bytes()
+    del t
+    assert during - before >= 60 * 2**20 and lib.heap_bytes() - before < 8 * 2**20
 
 
 def test_quality_quick(out):

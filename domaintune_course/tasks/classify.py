@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from ..config import InputError, TrainConfig
 from ..models import LORA_TARGETS, load_model, load_permissions, load_tokenizer
+from ..batching import course_trainer
 from ..data import SPLITS, build_prompt, load_imdb, load_task_data, prepare_data, read_splits
 from .. import metrics
 
@@ -310,14 +311,14 @@ def fit(cfg: TrainConfig, # budget, model, strategy; extra: truncation, freeze_l
         source: str | None = None, # start from these weights instead of `cfg.model`
        ):
     "Fine-tune the encoder; return the `Trainer` (best checkpoint loaded) and the tokenizer."
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     model = build_classifier(cfg, source)
     tok = load_tokenizer(source or cfg.model, trust_remote_code=_trust(cfg)["trust_remote_code"])
     side = cfg.extra.get("truncation", TRUNCATION)
     data = {k: encode([r["text"] for r in splits[k]], tok, cfg.max_length, side, [r["label"] for r in splits[k]]) for k in ("train", "validation")}
-    trainer = Trainer(model=model, args=training_arguments(cfg, output_dir), train_dataset=data["train"], eval_dataset=data["validation"],
-                      data_collator=DataCollatorWithPadding(tok), processing_class=tok, compute_metrics=_val_metrics,
-                      callbacks=[EarlyStoppingCallback(int(cfg.extra.get("patience", 2)))] * cfg.extra.get("checkpoints", True) + list(callbacks or []))
+    trainer = course_trainer(model=model, args=training_arguments(cfg, output_dir), train_dataset=data["train"], eval_dataset=data["validation"],
+                             data_collator=DataCollatorWithPadding(tok), processing_class=tok, compute_metrics=_val_metrics,
+                             callbacks=[EarlyStoppingCallback(int(cfg.extra.get("patience", 2)))] * cfg.extra.get("checkpoints", True) + list(callbacks or []))
     trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir) if resume else None)
     return trainer, tok
 
