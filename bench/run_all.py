@@ -28,7 +28,8 @@ def run(name: str, args) -> dict:
 
 def table(header: list[str], rows: list[list]) -> str:
     "A Markdown table."
-    cell = lambda v: "" if v is None else (f"{v + 0.0:.3g}" if isinstance(v, float) else str(v)).replace("|", "\\|")
+    num = lambda v: f"{v:.0f}" if abs(v) >= 1000 else f"{v + 0.0:.3g}"  # no exponents in a table people read
+    cell = lambda v: "" if v is None else (num(v) if isinstance(v, float) else str(v)).replace("|", "\\|")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
 
@@ -122,7 +123,8 @@ def quality_md(d: dict) -> str:
 def lessons_md(d: dict) -> str:
     "Minutes and peak memory per notebook, and the total."
     rows = [[nb, "ok" if r["ok"] else "**failed**", round(r["seconds"] / 60, 2), r["peak_rss_mb"]] for nb, r in d["notebooks"].items()]
-    return "\n".join([f"Profile `{d['profile']}`, cells tagged {', '.join(d['skipped_cell_tags'])} skipped.", "",
+    skipped = f"cells tagged {', '.join(d['skipped_cell_tags'])} skipped" if d["skipped_cell_tags"] else "every cell run"
+    return "\n".join([f"Profile `{d['profile']}`, {skipped}.", "",
                       table(["notebook", "status", "minutes", "peak RSS MB"], rows), "",
                       f"Total: {d['total_minutes']} minutes (target under {d['target_seconds'] // 60} minutes: {mark(d['meets_target'])}).", ""])
 
