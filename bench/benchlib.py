@@ -1,6 +1,6 @@
 """Shared pieces of the benchmark scripts: the command line, the results header (date, machine, versions, command),
 writing results, and reading a process's memory."""
-import argparse, datetime, json, os, platform, shlex, sys, time
+import argparse, ctypes, datetime, functools, json, os, platform, shlex, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,33 +80,29 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+class _MallInfo2(ctypes.Structure):
+    "glibc's `struct mallinfo2`."
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                                               "fordblks", "keepcost")]
+
+
+@functools.cache
 def _libc():
-    "glibc, or None where the C library is another (macOS, musl)."
-    try:
-        import ctypes
-        lib = ctypes.CDLL("libc.so.6")
-        lib.mallinfo2  # glibc 2.33+
-        return lib
+    "glibc (with `mallinfo2`, 2.33+), or None where the C library is another (macOS, musl) or older."
+    try: lib = ctypes.CDLL("libc.so.6"); lib.mallinfo2.restype = _MallInfo2
     except (OSError, AttributeError): return None
+    return lib
 
 
 def trim_heap():
     "Give freed heap memory back to the OS (glibc `malloc_trim`), so the RSS reflects live memory."
-    lib = _libc()
-    if lib is not None: lib.malloc_trim(0)
+    if _libc() is not None: _libc().malloc_trim(0)
 
 
 def heap_bytes() -> int | None:
     "Bytes the C allocator has handed out and not had back (glibc `mallinfo2`: in-use heap + mmapped blocks); None without glibc."
-    import ctypes
-    lib = _libc()
-    if lib is None: return None
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                                                   "uordblks", "fordblks", "keepcost")]
-    lib.mallinfo2.restype = MallInfo2
-    m = lib.mallinfo2()
+    if _libc() is None: return None
+    m = _libc().mallinfo2()
     return m.uordblks + m.hblkhd
 
 

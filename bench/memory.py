@@ -129,8 +129,8 @@ def model_shape(model, kind: str) -> dict:
     params = sum(p.numel() * (2 if type(p).__name__ == "Params4bit" else 1) for n, p in model.named_parameters() if "lora_" not in n
                  and "modules_to_save" not in n)
     targets = set(LORA_TARGETS.get(c.model_type, ()))
-    width = sum(m.in_features + m.out_features for n, m in model.named_modules() if n.split(".")[-1] in targets and hasattr(m, "in_features"))
-    width_in = sum(m.in_features for n, m in model.named_modules() if n.split(".")[-1] in targets and hasattr(m, "in_features"))
+    adapted = [m for n, m in model.named_modules() if n.split(".")[-1] in targets and hasattr(m, "in_features")]
+    width, width_in = sum(m.in_features + m.out_features for m in adapted), sum(m.in_features for m in adapted)
     tied = True if kind == "encoder" else bool(getattr(c, "tie_word_embeddings", False))  # an encoder has no output head
     per_block = c.hidden_size * c.num_hidden_layers
     return dict(params=float(params), layers=c.num_hidden_layers, hidden=c.hidden_size, vocab=c.vocab_size, tied=tied,
@@ -180,9 +180,10 @@ def compare(spec: dict, measured: dict, est: dict) -> dict:
                footprint_tensor_mb=benchlib.mb(measured["footprint_tensor_bytes"]), footprint_rss_mb=benchlib.mb(measured["footprint_rss_bytes"]),
                peak_training_mb=benchlib.mb(measured["peak_training_bytes"]), peak_training_rss_mb=benchlib.mb(measured["peak_training_rss_bytes"]),
                peak_measured_as="allocated" if "peak_training_allocated_bytes" in measured else "rss")
-    return row | dict(peak_training_rss_error_pct=benchlib.pct_error(est["peak_training_bytes"], measured["peak_training_rss_bytes"]),estimated_footprint_mb=benchlib.mb(est["footprint_bytes"]), estimated_peak_training_mb=benchlib.mb(est["peak_training_bytes"]),
+    return row | dict(estimated_footprint_mb=benchlib.mb(est["footprint_bytes"]), estimated_peak_training_mb=benchlib.mb(est["peak_training_bytes"]),
                       footprint_error_pct=benchlib.pct_error(est["footprint_bytes"], measured["footprint_tensor_bytes"]),
                       peak_training_error_pct=benchlib.pct_error(est["peak_training_bytes"], measured["peak_training_bytes"]),
+                      peak_training_rss_error_pct=benchlib.pct_error(est["peak_training_bytes"], measured["peak_training_rss_bytes"]),
                       estimate_parts_mb=est["parts_mb"], estimator_strategy=est["strategy"], estimated_trainable_parameters=est["trainable_params"])
 
 
@@ -210,7 +211,8 @@ def main(argv=None):
     errs = [abs(r[k]) for r in rows for k in ("footprint_error_pct", "peak_training_error_pct") if r.get(k) is not None]
     rss_errs = [abs(r["peak_training_rss_error_pct"]) for r in rows if r.get("peak_training_rss_error_pct") is not None]
     result = dict(benchmark="memory", **benchlib.header(__file__, argv), quick=args.quick, target_pct=TARGET_PCT, rows=rows,
-                  max_error_pct=max(errs) if errs else None, max_peak_rss_error_pct=max(rss_errs) if rss_errs else None, meets_target=bool(errs) and max(errs) <= TARGET_PCT,
+                  max_error_pct=max(errs) if errs else None, max_peak_rss_error_pct=max(rss_errs) if rss_errs else None,
+                  meets_target=bool(errs) and max(errs) <= TARGET_PCT,
                   failed=[f"{r['name']} {r['precision']}" for r in rows if "error" in r])
     print(benchlib.write_result(args.out, "memory.json", result))
     return result

@@ -112,7 +112,7 @@ def _block_bytes(s: ModelShape, strategy: str, b: int, seq_len: int, lora_dropou
     return out
 
 def _activations(s: ModelShape, strategy: str, precision: str, batch_size: int, seq_len: int, checkpointing: bool,
-                 trainable_blocks: int, lora_dropout: float = 0.05, device: str = "cuda", attention: str = "sdpa") -> tuple[float, float]:
+                 trainable_blocks: int, lora_dropout: float, device: str, attention: str) -> tuple[float, float]:
     "(activation bytes kept for backward, bytes of the logits and their gradients) for one batch."
     tokens, b = batch_size * seq_len, _bytes(precision)
     per_layer = tokens * _block_bytes(s, strategy, b, seq_len, lora_dropout, device, attention)

@@ -7,8 +7,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/qlora.html.md"""
 # %% auto #0
 __all__ = ['compute_dtype', 'quantization_config', 'linear_names', 'lora_targets', 'transformer_blocks', 'freeze_lower_blocks',
            'load_for_training', 'trainable_report', 'training_arguments', 'featurize', 'peak_memory', 'save_finetuned',
-           'dir_size_mb', 'last_checkpoint', 'fine_tune', 'finetune_config', 'load_finetuned', 'generate',
-           'completion_losses', 'merge_adapter']
+           'dir_size_mb', 'newest_checkpoint', 'last_checkpoint', 'fine_tune', 'finetune_config', 'load_finetuned',
+           'generate', 'completion_losses', 'merge_adapter']
 
 # %% ../nbs/02_qlora.ipynb #30cbe92b
 import gc, importlib.util, json, math, os, threading, time
@@ -195,10 +195,16 @@ def dir_size_mb(path: Path | str) -> float:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
 
 # %% ../nbs/02_qlora.ipynb #1de507f1
+def newest_checkpoint(folder: Path | str, # where the Trainer writes `checkpoint-N` directories (its `output_dir`)
+                     ) -> Path | None:
+    "The newest complete `checkpoint-N` in `folder`, or None (one cut short by a crash while saving is passed over)."
+    # the Trainer writes trainer_state.json last: a directory without it was being saved when the process died
+    done = [p for p in Path(folder).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1])) if done else None
+
 def last_checkpoint(run_dir: Path | str) -> Path | None:
-    "The newest `checkpoint-N` under `run_dir/checkpoints`, or None."
-    ckpts = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+    "The newest complete checkpoint of a run (under `run_dir/checkpoints`), or None."
+    return newest_checkpoint(Path(run_dir) / "checkpoints")
 
 def _train_metrics(trainer, out, mem: dict, wall: float, model_mb: float) -> dict:
     "What a run records about its training: losses, sizes, memory, speed."

@@ -7,8 +7,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/jobs.html.md"""
 # %% auto #0
 __all__ = ['STATUSES', 'HEADLINE', 'atomic_write_text', 'atomic_write_json', 'read_json', 'inside', 'utc_now', 'create_run',
            'write_status', 'read_status', 'fingerprint', 'save_config', 'is_run', 'load_run_config', 'find_run',
-           'headline_metric', 'list_runs', 'request_cancel', 'cancel_requested', 'track', 'run_callbacks',
-           'last_checkpoint', 'fit_lm', 'launch_command', 'accelerate_config', 'sharded_memory_gb']
+           'headline_metric', 'list_runs', 'request_cancel', 'cancel_requested', 'track', 'run_callbacks', 'fit_lm',
+           'launch_command', 'accelerate_config', 'sharded_memory_gb']
 
 # %% ../nbs/06_jobs.ipynb #5068c282
 import datetime, hashlib, json, os, signal, sys, tempfile, time
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from .config import InputError, TrainConfig, runs_dir as course_runs_dir
+from .qlora import last_checkpoint  # lesson 02's: the newest complete checkpoint of a run
 
 # %% ../nbs/06_jobs.ipynb #0d5d3d4c
 def atomic_write_text(path: Path | str, # the file to (re)write
@@ -252,11 +253,6 @@ def run_callbacks(run_dir: Path | str) -> list:
     "The callbacks a task passes to its Trainer: progress/status, and clean cancellation."
     progress, cancel = _callback_classes()
     return [progress(run_dir), cancel(run_dir)]
-
-def last_checkpoint(run_dir: Path | str) -> Path | None:
-    "The newest `checkpoint-N` directory under `run_dir/checkpoints`, or None."
-    ckpts = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
 # %% ../nbs/06_jobs.ipynb #c1df9999
 def _lm_dataset(tok, rows: list[dict], max_length: int):

@@ -6,7 +6,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/imdb.html.md"""
 
 # %% auto #0
 __all__ = ['LABELS', 'ALIASES', 'TRUNCATIONS', 'TRUNCATION', 'check_labels', 'load_reviews', 'take_balanced', 'prepare',
-           'keep_tokens', 'clip_text', 'encode', 'embed', 'probe_truncation', 'head_modules', 'freeze',
+           'keep_tokens', 'clip_text', 'encode', 'masked_mean', 'embed', 'probe_truncation', 'head_modules', 'freeze',
            'count_parameters', 'add_lora', 'pooling_mode', 'MeanPooler', 'use_mean_pooling', 'build_classifier',
            'training_arguments', 'fit', 'predict_proba', 'train', 'load_classifier', 'tfidf_baseline', 'tfidf_scores',
            'zero_shot_scores', 'evaluate', 'compare_systems', 'verdict', 'generate']
@@ -20,6 +20,7 @@ import torch
 from ..config import InputError, TrainConfig
 from ..models import LORA_TARGETS, load_model, load_permissions, load_tokenizer
 from ..batching import course_trainer
+from ..qlora import newest_checkpoint
 from ..data import SPLITS, build_prompt, load_imdb, load_task_data, prepare_data, read_splits
 from .. import metrics
 
@@ -134,6 +135,13 @@ def encode(texts: list[str], # reviews
     return rows
 
 # %% ../../nbs/04_imdb.ipynb #c365f19f
+def masked_mean(hidden, # (batch, tokens, width) token vectors
+                mask, # (batch, tokens) attention mask: 1 for real tokens, 0 for padding
+               ):
+    "The mean of each row's real token vectors (padding left out)."
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
 def embed(texts: list[str], model, tokenizer, max_length: int, truncation: str = TRUNCATION, batch_size: int = 32) -> np.ndarray:
     "Mean-pooled last hidden states of a frozen encoder, one row per text."
     import torch
@@ -142,9 +150,7 @@ def embed(texts: list[str], model, tokenizer, max_length: int, truncation: str =
     for i in range(0, len(texts), batch_size):
         b = tokenizer([clip_text(t, tokenizer, max_length, truncation) for t in texts[i:i + batch_size]], truncation=True,
                       max_length=max_length, padding=True, return_tensors="pt").to(base.device)
-        with torch.no_grad(): h = base(**b).last_hidden_state
-        m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
-        out.append(((h * m).sum(1) / m.sum(1)).float().cpu().numpy())
+        with torch.no_grad(): out.append(masked_mean(base(**b).last_hidden_state, b["attention_mask"]).float().cpu().numpy())
     return np.concatenate(out)
 
 # %% ../../nbs/04_imdb.ipynb #917092ed
@@ -230,8 +236,7 @@ class MeanPooler(torch.nn.Module):
     def forward(self, hidden_states):
         mask = getattr(self._owner(), "_pooling_mask", None)
         if mask is None: mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
-        m = mask.unsqueeze(-1).to(hidden_states.dtype)
-        return self.activation(self.dense((hidden_states * m).sum(1) / m.sum(1).clamp(min=1)))
+        return self.activation(self.dense(masked_mean(hidden_states, mask)))
 
 def _keep_mask(module, args, kwargs):
     "Forward pre-hook: remember the call's attention mask for the pooler."
@@ -297,10 +302,7 @@ def _val_metrics(pred) -> dict:
     y, p = pred.label_ids, np.asarray(pred.predictions).argmax(-1)
     return dict(accuracy=float((y == p).mean()), f1=float(f1_score(y, p, average="macro", zero_division=0)))
 
-def _last_checkpoint(out_dir: Path) -> str | None:
-    "The newest checkpoint directory under `out_dir`, if any."
-    cks = sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(cks[-1]) if cks else None
+
 
 # %% ../../nbs/04_imdb.ipynb #76022c18
 def fit(cfg: TrainConfig, # budget, model, strategy; extra: truncation, freeze_layers, patience
@@ -319,7 +321,8 @@ def fit(cfg: TrainConfig, # budget, model, strategy; extra: truncation, freeze_l
     trainer = course_trainer(model=model, args=training_arguments(cfg, output_dir), train_dataset=data["train"], eval_dataset=data["validation"],
                              data_collator=DataCollatorWithPadding(tok), processing_class=tok, compute_metrics=_val_metrics,
                              callbacks=[EarlyStoppingCallback(int(cfg.extra.get("patience", 2)))] * cfg.extra.get("checkpoints", True) + list(callbacks or []))
-    trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir) if resume else None)
+    ckpt = newest_checkpoint(output_dir) if resume else None
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     return trainer, tok
 
 # %% ../../nbs/04_imdb.ipynb #d02512ea
