@@ -141,6 +141,8 @@ def training_arguments(cfg: TrainConfig, # the budget: batch, accumulation, step
     import torch
     from transformers import TrainingArguments
     cuda, dtype = torch.cuda.is_available(), compute_dtype(cfg)
+    # transformers renamed gradient_checkpointing to activation_checkpointing; releases before the rename (5.17) know only the old name
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
     args = dict(output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
                 gradient_accumulation_steps=cfg.grad_accum, max_steps=cfg.max_steps, num_train_epochs=cfg.epochs,
                 learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, weight_decay=0.0,
@@ -148,7 +150,7 @@ def training_arguments(cfg: TrainConfig, # the budget: batch, accumulation, step
                 eval_strategy="steps", eval_steps=cfg.eval_steps, logging_steps=cfg.logging_steps, save_strategy="steps",
                 save_steps=cfg.eval_steps, save_total_limit=2, report_to=[], seed=cfg.seed, data_seed=cfg.seed, use_cpu=not cuda,
                 train_sampling_strategy="group_by_length", remove_unused_columns=False, dataloader_num_workers=0,
-                activation_checkpointing=cfg.gradient_checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
+                **{ckpt: cfg.gradient_checkpointing, f"{ckpt}_kwargs": {"use_reentrant": False}},
                 include_num_input_tokens_seen="non_padding", label_names=["labels"])
     return TrainingArguments(**(args | overrides))
 

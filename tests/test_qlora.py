@@ -112,3 +112,49 @@ def test_estimator_orders_strategies_and_sharding():
     assert concepts.fits("llama-7b", "T4", "qlora")["fits"] and not concepts.fits("llama-7b", "A100", "full")["fits"]
     with pytest.raises(InputError, match="Unknown GPU"): concepts.fits("phi-2", "V100")
     with pytest.raises(InputError, match="No shape"): concepts.estimate_memory("gpt-9")
+
+
+def test_training_arguments_work_with_transformers_before_the_checkpointing_rename(tmp_path, monkeypatch):
+    "A transformers 5 release without `activation_checkpointing` (5.17 has only `gradient_checkpointing`) gets the name it knows."
+    import transformers
+    real = transformers.TrainingArguments
+    fields = {n: f for n, f in real.__dataclass_fields__.items() if not n.startswith("activation_checkpointing")}
+
+    class BeforeRename(real):
+        "`TrainingArguments` refusing the new names, as a release from before the rename does."
+        __dataclass_fields__ = fields
+        def __init__(self, **kw):
+            unknown = [k for k in kw if k not in fields]
+            if unknown: raise TypeError(f"TrainingArguments.__init__() got an unexpected keyword argument {unknown[0]!r}")
+            super().__init__(**kw)
+
+    monkeypatch.setattr(transformers, "TrainingArguments", BeforeRename)
+    args = qlora.training_arguments(make_config("qa", "smoke", gradient_checkpointing=True), tmp_path)
+    assert type(args) is BeforeRename and args.gradient_checkpointing is True
+    assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+
+
+def tiny_falcon_dir(path) -> str:
+    "A tiny random-weight Falcon (falcon-rw-1b's layout: alibi, biases, no multi-query) with the tiny tokenizer."
+    from transformers import FalconConfig, FalconForCausalLM
+    from domaintune_course.testing import tiny_tokenizer
+    tok = tiny_tokenizer()
+    cfg = FalconConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, alibi=True, bias=True,
+                       multi_query=False, parallel_attn=False, new_decoder_architecture=False)
+    torch.manual_seed(0)
+    FalconForCausalLM(cfg).save_pretrained(path); tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.xfail(strict=True, reason="transformers 5 quantizes only modules whose type is exactly nn.Linear "
+                   "(integrations/bitsandbytes.py, replace_with_bnb_linear); Falcon's layers are FalconLinear, a subclass, so "
+                   "falcon-rw-1b loads in full precision under strategy qlora. Remove this mark once _load_base quantizes them.")
+def test_qlora_loads_every_linear_layer_of_a_falcon_model_in_4_bit(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    cfg = make_config("qa", "smoke", model=tiny_falcon_dir(tmp_path), strategy="qlora", lora_r=4)
+    model, _ = qlora.load_for_training(cfg)
+    base = model.get_base_model()
+    head = base.get_output_embeddings()
+    left = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and type(m).__name__ != "Linear4bit"
+            and m is not head and "lora_" not in n]
+    assert left == [], f"{len(left)} linear layers left in full precision, e.g. {left[:2]}"
