@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 # Where pip should look for a CPU-only torch build when the pinned one is not on the index.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test lab bench export clean-nbs sync-settings readme wheel clean
+.PHONY: setup demo test lab bench gpu-check-bundle export clean-nbs sync-settings readme wheel clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,18 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# bench/gpu_check.py on a GPU machine without a package index: the bitsandbytes wheel travels in $(GPU_BUNDLE)
+# (ignored by git, about 43 MB); the check installs it into a temporary folder when bitsandbytes is missing there.
+# The wheel is tagged py3-none, so any Python >= 3.10 there can use it; GPU_PYTHON only tells pip which one to assume.
+BNB_VERSION ?= 0.50.2
+GPU_PYTHON ?= 3.12
+GPU_BUNDLE ?= bench/gpu_bundle
+
+gpu-check-bundle:
+	mkdir -p $(GPU_BUNDLE)
+	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --platform manylinux_2_24_x86_64 -d $(GPU_BUNDLE) bitsandbytes==$(BNB_VERSION)
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev-export && $(VENV)/bin/nbdev-clean

@@ -1,10 +1,10 @@
-"""Run every benchmark (throughput, memory, quality, lessons) and write `SUMMARY.md`: a Markdown table per results file,
-each with the date, machine and command that produced it.
+"""Run every benchmark (throughput, memory, quality, lessons; the GPU check where there is a GPU) and write `SUMMARY.md`:
+a Markdown table per results file, each with the date, machine and command that produced it.
 
     python bench/run_all.py                      # everything (what `make bench` runs); expect a few hours on 2 CPU cores
     python bench/run_all.py --only throughput memory
     python bench/run_all.py --summary-only       # rewrite SUMMARY.md from the JSON files already in --out
-    python bench/run_all.py --quick --out /tmp/b
+    python bench/run_all.py --quick --out /tmp/b   # --quick: each script's quick mode (the GPU check's --dry-run)
 """
 import json, subprocess, sys, time
 from pathlib import Path
@@ -12,12 +12,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
-BENCHMARKS = ("throughput", "memory", "quality", "lessons")
+BENCHMARKS = ("throughput", "memory", "quality", "lessons", "gpu")
+SCRIPTS = dict(gpu="gpu_check")  # benchmark name -> script, where they differ
+
+
+def cuda_available() -> bool:
+    "Does torch see a CUDA GPU? (asked in a child process, so this one stays free of torch)"
+    return subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                          capture_output=True).returncode == 0
 
 
 def run(name: str, args) -> dict:
-    "Run one benchmark script in its own process; its exit status and wall time."
-    cmd = [sys.executable, str(Path(__file__).with_name(f"{name}.py")), "--out", str(args.out)] + (["--quick"] if args.quick else [])
+    "Run one benchmark script in its own process; its exit status and wall time (the GPU check is skipped without a GPU)."
+    if name == "gpu" and not args.quick and not cuda_available():
+        print("gpu: skipped, no CUDA GPU here. bench/gpu_check.py needs one (see bench/README.md); "
+              "`python bench/gpu_check.py --dry-run` checks the script on a CPU.", flush=True)
+        return dict(returncode=0, seconds=0.0, skipped="no CUDA GPU")
+    quick = ["--dry-run"] if name == "gpu" else ["--quick"]
+    cmd = [sys.executable, str(Path(__file__).with_name(f"{SCRIPTS.get(name, name)}.py")), "--out", str(args.out)] + (quick if args.quick else [])
     if name == "quality" and args.runs: cmd += ["--runs", *args.runs]
     start = time.perf_counter()
     rc = subprocess.run(cmd, cwd=benchlib.ROOT).returncode
@@ -39,7 +51,8 @@ def provenance(d: dict) -> str:
     m, v = d.get("machine", {}), d.get("versions", {})
     gpu = m.get("gpu") or "no GPU"
     libs = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "peft", "bitsandbytes") if v.get(k))
-    quick = " **(--quick: tiny models, the figures mean nothing)**" if d.get("quick") else ""
+    quick = " **(--quick: tiny models, the figures mean nothing)**" if d.get("quick") else \
+            " **(--dry-run: tiny models on the CPU, the figures mean nothing)**" if d.get("dry_run") else ""
     return f"_{d.get('date', '?')} · {m.get('cores', '?')} cores, {m.get('cpu', '?')}, {m.get('memory_gb', '?')} GB, {gpu} · {libs} · `{d.get('command', '?')}`_{quick}"
 
 
@@ -129,8 +142,25 @@ def lessons_md(d: dict) -> str:
                       f"Total: {d['total_minutes']} minutes (target under {d['target_seconds'] // 60} minutes: {mark(d['meets_target'])}).", ""])
 
 
+def gpu_md(d: dict) -> str:
+    "The GPU check: the device, then per profile and model the steps' status, speed and peak memory against the estimate."
+    g, bnb = d.get("gpu") or {}, d.get("bitsandbytes", {})
+    where = (f"{g.get('name')}, {g.get('memory_gb')} GiB, compute capability {g.get('compute_capability')}, CUDA {g.get('torch_cuda')}"
+             + (f", driver {d['gpus'][0].get('driver_version')}" if d.get("gpus") else "")) if g else \
+            "**no GPU: a dry run on the CPU (tiny configs; no GPU figure measured)**" if d.get("dry_run") else "no GPU reached"
+    rows = [[r["profile"], r["model"], r.get("precision"), r["status"], ", ".join(r["failed_steps"]) or None, r.get("tokens_per_second"),
+             r.get("peak_allocated_mb"), r.get("estimated_peak_mb"), r.get("estimate_error_pct"), r.get("final_loss")]
+            for r in d.get("summary", [])]
+    lines = [f"{where}; bitsandbytes {bnb.get('version')} ({bnb.get('source')}); {d.get('steps')} optimizer steps per pair; "
+             f"{d.get('elapsed_seconds')} s of a {d.get('budget_seconds')} s budget.", "",
+             table(["profile", "model", "precision", "status", "failed steps", "tokens/s", "peak allocated MB", "estimate MB",
+                    "error %", "last loss"], rows), ""]
+    if d.get("error"): lines.append(f"**Not run:** {d['error']}")
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS = dict(throughput=("Training throughput", throughput_md), memory=("Memory: estimator vs measurement", memory_md),
-                quality=("Held-out quality", quality_md), lessons=("Lesson cost", lessons_md))
+                quality=("Held-out quality", quality_md), lessons=("Lesson cost", lessons_md), gpu=("GPU check", gpu_md))
 
 
 def summary(out: Path, ran: dict | None = None, argv: list[str] | None = None) -> Path:
@@ -140,10 +170,11 @@ def summary(out: Path, ran: dict | None = None, argv: list[str] | None = None) -
     for name, (title, render) in SECTIONS.items():
         path = out / f"{name}.json"
         parts += [f"## {title} (`{name}.json`)", ""]
-        if not path.is_file(): parts += ["Not run yet.", ""]; continue
+        if not path.is_file():
+            parts += ["Not run yet." + (" It needs a CUDA GPU: `python bench/gpu_check.py` (see `README.md`)." if name == "gpu" else ""), ""]; continue
         d = json.loads(path.read_text(encoding="utf-8"))
         parts += [provenance(d), "", render(d)]
-        if ran and name in ran and ran[name]["returncode"] != 0: parts += [f"**The last run of {name}.py failed (exit {ran[name]['returncode']}); this file may be older.**", ""]
+        if ran and name in ran and ran[name]["returncode"] != 0: parts += [f"**The last run of {SCRIPTS.get(name, name)}.py failed (exit {ran[name]['returncode']}); this file may be older.**", ""]
     return write_text(out / "SUMMARY.md", "\n".join(parts))
 
 
