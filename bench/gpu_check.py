@@ -66,6 +66,7 @@ class Steps:
         if missing: rec.update(ok=None, skipped=f"needs {', '.join(missing)}"); self.save(); return None
         if time.time() > self.deadline: rec.update(ok=None, skipped="time budget spent"); self.save(); return None
         self.log(f"{name} ...")
+        rec["running"] = True; self.save()  # what a process stopped from outside was doing
         start, value = time.perf_counter(), None
         try:
             value, info = fn()
@@ -78,6 +79,7 @@ class Steps:
             import traceback
             rec.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000], traceback=traceback.format_exc()[-3000:])
         rec["seconds"] = round(time.perf_counter() - start, 2)
+        rec.pop("running")
         self.log(step_line(name, rec))
         self.save()
         return value
@@ -528,13 +530,31 @@ def run_pair(spec: dict, work: Path, timeout: float, env: dict) -> dict:
                                  env=env, stdout=err, stderr=subprocess.STDOUT, timeout=timeout).returncode
         except subprocess.TimeoutExpired: rc = "timed out"
     record = json.loads(out.read_text()) if out.is_file() else dict(profile=spec["profile"], model=spec["model"], steps={})
-    record["process"] = dict(returncode=rc, seconds=round(time.perf_counter() - start, 1))
-    if rc != 0 or not record.get("ok", True):
-        record["stderr_tail"] = log.read_text(errors="replace")[-4000:]
-    if rc != 0: record["ok"] = False
-    for name, rec in record.get("steps", {}).items(): print(step_line(name, rec), flush=True)
+    record = finish(record, rc, time.perf_counter() - start, log.read_text(errors="replace"))
+    for name, rec in record["steps"].items(): print(step_line(name, rec), flush=True)
     if record.get("skipped"): print(f"  skipped: {record['skipped']}", flush=True)
     return record
+
+
+def finish(record: dict, rc, seconds: float, log: str) -> dict:
+    "A pair's record once its process ended (`rc`: exit status or 'timed out'): the step it was in when stopped marked failed."
+    record["process"] = dict(returncode=rc, seconds=round(seconds, 1))
+    if rc != 0 or not record.get("ok", True): record["stderr_tail"] = log[-4000:]
+    if rc != 0:
+        record["ok"] = False
+        for rec in record.get("steps", {}).values():
+            if rec.pop("running", False): rec.update(ok=False, error=f"the process ended during this step ({rc})")
+    record.setdefault("steps", {})
+    return record
+
+
+def status(r: dict) -> str:
+    "ok, failed (a step failed or the process did), incomplete (steps skipped for time), or skipped (the whole pair)."
+    if r.get("skipped"): return "skipped"
+    if r.get("ok"): return "ok"
+    steps = r.get("steps", {}).values()
+    if any(s.get("ok") is False for s in steps) or r.get("process", {}).get("returncode", 0) != 0 or not steps: return "failed"
+    return "incomplete"
 
 
 def summary_row(r: dict) -> dict:
@@ -542,8 +562,7 @@ def summary_row(r: dict) -> dict:
     st, t = r.get("steps", {}), r.get("steps", {}).get("train", {})
     failed = [k for k, v in st.items() if v.get("ok") is False]
     skipped = [k for k, v in st.items() if v.get("ok") is None]
-    return dict(profile=r["profile"], model=r["model"], precision=r.get("precision"),
-                status="skipped" if r.get("skipped") else "ok" if r.get("ok") else "failed", failed_steps=failed, skipped_steps=skipped,
+    return dict(profile=r["profile"], model=r["model"], precision=r.get("precision"), status=status(r), failed_steps=failed, skipped_steps=skipped,
                 tokens_per_second=t.get("tokens_per_second"), peak_allocated_mb=t.get("peak_allocated_mb"),
                 estimated_peak_mb=t.get("estimated_peak_mb"), estimate_error_pct=t.get("estimate_error_pct"),
                 final_loss=(t.get("losses") or [None])[-1], seconds={k: v.get("seconds") for k, v in st.items()})
@@ -606,7 +625,8 @@ def main(argv=None):
             shutil.rmtree(spec["work"], ignore_errors=True)
     first = next((r["device"] for r in runs if r.get("device", {}).get("cuda")), None)
     result.update(gpu=first, ok=all(r.get("ok") or r.get("skipped", "").endswith("is not for it") for r in runs) and bool(runs),
-                  failed=[f"{r['profile']}/{r['model']}" for r in runs if r.get("ok") is False],
+                  failed=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "failed"],
+                  incomplete=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "incomplete"],
                   skipped=[f"{r['profile']}/{r['model']}: {r['skipped']}" for r in runs if r.get("skipped")],
                   elapsed_seconds=round(time.time() - start, 1))
     print(write())

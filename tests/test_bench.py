@@ -254,3 +254,20 @@ def test_gpu_check_without_a_gpu_says_how_to_check_the_script(tmp_path):
     d = script("gpu_check").main(["--out", str(tmp_path)])
     assert d["ok"] is False and "--dry-run" in d["error"] and d["runs"] == []
     assert json.loads((tmp_path / "gpu.json").read_text())["error"] == d["error"]
+
+
+def test_gpu_check_keeps_what_a_stopped_pair_finished(tmp_path):
+    "A pair still running at the budget's end is stopped; its record says so, and the check's status names it."
+    import time
+    gc = script("gpu_check")
+    spec = dict(profile="t4", model="phi-2", dry_run=True, steps=3, max_length=32, deadline=time.time() + 60, prompts=3, new_tokens=8,
+                work=str(tmp_path / "w"), model_dir=str(tmp_path / "phi-2"), hide=["datasets"], built_params=None)
+    r = gc.run_pair(spec, tmp_path, timeout=2, env=gc.child_env(True, "0"))
+    assert r["process"]["returncode"] == "timed out" and r["ok"] is False and gc.status(r) == "failed"
+    # a record the child wrote before it was stopped: the step it was in is marked failed, the finished ones are kept
+    stopped = gc.finish(dict(profile="t4", model="phi-2", steps=dict(build=dict(ok=True, seconds=1.0), load=dict(running=True))),
+                        "timed out", 30.0, "log")
+    assert stopped["steps"]["build"] == dict(ok=True, seconds=1.0) and stopped["steps"]["load"]["ok"] is False
+    assert "timed out" in stopped["steps"]["load"]["error"] and stopped["stderr_tail"] == "log" and gc.status(stopped) == "failed"
+    assert gc.status(dict(steps=dict(load=dict(ok=True), train=dict(ok=None, skipped="time budget spent")))) == "incomplete"
+    assert gc.status(dict(skipped="no bf16")) == "skipped" and gc.status(dict(ok=True, steps={})) == "ok"
