@@ -391,7 +391,8 @@ def child(spec: dict, out_path: Path) -> dict:
     precision = make_config(TASK[spec["model"]], spec["profile"]).precision
     record["precision"] = precision
     if precision == "bf16" and dev["cuda"] and not dev["bf16_native"]:
-        record.update(skipped=f"{dev['name']} (compute capability {dev['compute_capability']}) has no native bf16: profile {spec['profile']} is not for it")
+        record.update(not_for_this_gpu=True,
+                      skipped=f"{dev['name']} (compute capability {dev['compute_capability']}) has no native bf16: profile {spec['profile']} is not for it")
         save_rec(); return record
     s, ctx = Steps(record["steps"], spec["deadline"], save_rec, log=lambda line: print(line, file=sys.stderr, flush=True)), {}
     if not (Path(spec["model_dir"]) / "config.json").is_file(): s.run("build", lambda: build(spec))
@@ -568,7 +569,8 @@ def summary_row(r: dict) -> dict:
                 final_loss=(t.get("losses") or [None])[-1], seconds={k: v.get("seconds") for k, v in st.items()})
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> dict:
+    "Run the check (or, with --child, one pair) and write gpu.json; the results."
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dry-run", action="store_true", help="on a CPU: tiny configs of the same architectures, a few steps, into a temporary folder")
     p.add_argument("--out", type=Path, default=None, help="folder for gpu.json (default: bench/results; a temporary folder for --dry-run)")
@@ -583,9 +585,10 @@ def main(argv=None):
     p.add_argument("--hide", nargs="*", default=list(HIDDEN), help=f"packages the runs treat as not installed (default: {' '.join(HIDDEN)})")
     p.add_argument("--child", help=argparse.SUPPRESS); p.add_argument("--child-out", help=argparse.SUPPRESS)  # one pair, internal
     args = p.parse_args(argv)
-    if args.child:
-        sys.path.insert(0, str(benchlib.ROOT))
-        return child(json.loads(args.child), Path(args.child_out))
+    if args.child: return child(json.loads(args.child), Path(args.child_out))
+    from domaintune_course.config import read_settings
+    known = [x for x in read_settings().sections() if x != "course"]
+    if set(args.profiles) - set(known): p.error(f"unknown profile(s) {sorted(set(args.profiles) - set(known))}: settings.ini has {', '.join(known)}")
     start = time.time()
     budget = args.budget or (300 if args.dry_run else BUDGET_SECONDS)
     out = args.out or (benchlib.temp_dir("gpu-check-out-") if args.dry_run else benchlib.RESULTS)
@@ -617,14 +620,14 @@ def main(argv=None):
                         built_params=built.get(model))
             Path(spec["work"]).mkdir(parents=True, exist_ok=True); (work / "models").mkdir(exist_ok=True)
             if time.time() > deadline - 10: r = dict(profile=profile, model=model, ok=None, skipped="time budget spent", steps={})
-            else: r = run_pair(spec, work, timeout=max(deadline - time.time(), 0) + 20, env=env)
+            else: r = run_pair(spec, work, timeout=max(deadline - time.time(), 0) + 15, env=env)
             if r.get("steps", {}).get("build", {}).get("ok"): built[model] = r["steps"]["build"]["params"]
             runs.append(r)
             result.update(summary=[summary_row(x) for x in runs], elapsed_seconds=round(time.time() - start, 1))
             write()
             shutil.rmtree(spec["work"], ignore_errors=True)
     first = next((r["device"] for r in runs if r.get("device", {}).get("cuda")), None)
-    result.update(gpu=first, ok=all(r.get("ok") or r.get("skipped", "").endswith("is not for it") for r in runs) and bool(runs),
+    result.update(gpu=first, ok=all(r.get("ok") or r.get("not_for_this_gpu") for r in runs) and bool(runs),
                   failed=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "failed"],
                   incomplete=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "incomplete"],
                   skipped=[f"{r['profile']}/{r['model']}: {r['skipped']}" for r in runs if r.get("skipped")],

@@ -129,6 +129,8 @@ def test_bad_arguments_name_the_fix(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: script("lessons").main(["--only", "99_nothing", "--out", str(tmp_path)])
     assert "99_nothing" in str(e.value) and "00a_config" in str(e.value)
     assert not (tmp_path / "lessons.json").exists()
+    with pytest.raises(SystemExit): script("gpu_check").main(["--dry-run", "--profiles", "t5", "--out", str(tmp_path)])
+    assert "'t5'" in capsys.readouterr().err and not (tmp_path / "gpu.json").exists()
 
 
 # ---------------------------------------------------------------- the GPU check, dry run on this CPU
