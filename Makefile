@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 # Where pip should look for a CPU-only torch build when the pinned one is not on the index.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test lab bench gpu-check-bundle export clean-nbs sync-settings readme wheel clean
+.PHONY: setup demo test test-latest gguf lab outputs bench gpu-check-bundle export clean-nbs sync-settings readme wheel clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,33 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests
 
+# The lesson notebooks against the newest releases of the libraries whose renames break lessons, in a second environment
+# built like .venv; torch stays the build setup installed there (pinned, so pip never swaps in CUDA wheels). The result
+# goes to the `latest` section of domaintune_course/tested_versions.json, which the README quotes.
+VENV_LATEST ?= .venv-latest
+LATEST ?= transformers peft trl accelerate datasets bitsandbytes
+
+test-latest:
+	$(MAKE) setup VENV=$(VENV_LATEST)
+	$(VENV_LATEST)/bin/python -m pip freeze | grep -i '^torch==' > $(VENV_LATEST)/torch-pin.txt
+	$(VENV_LATEST)/bin/python -m pip install -q --upgrade -c $(VENV_LATEST)/torch-pin.txt $(LATEST)
+	$(VENV_LATEST)/bin/python scripts/test_latest.py
+
+# What `domaintune export --format gguf --check`, lesson 06c's llama.cpp cells and the GGUF tests need: llama.cpp's converter
+# (taken once from the llama-cpp-python sdist on PyPI; nothing to compile) and llama-cpp-python, which compiles llama.cpp
+# (26 minutes on 2 cores shared with other work; see the README).
+gguf: $(STAMP)
+	$(PY) -c "from domaintune_course.export import converter_dir; print(converter_dir())"
+	$(PIP) install -q -e ".[gguf]"
+
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab nbs
+
+# Every lesson run top to bottom at the cpu profile in a Jupyter kernel, as a learner's "Run all", and written back with its
+# outputs (tables, plots, generated text) and their fingerprint, which tests/test_outputs.py checks against the code. The
+# times go to bench/results/lessons.json and to the lesson costs each lesson shows. One lesson: make outputs LESSONS=02_qlora
+outputs: $(STAMP)
+	$(PY) bench/lessons.py --write-outputs $(if $(LESSONS),--only $(LESSONS))
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

@@ -1,6 +1,6 @@
 """Shared pieces of the benchmark scripts: the command line, the results header (date, machine, versions, command),
 writing results, and reading a process's memory."""
-import argparse, ctypes, datetime, functools, json, os, platform, shlex, sys, time
+import argparse, ctypes, datetime, functools, json, os, platform, shlex, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -14,6 +14,18 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny models and data: checks the script works in seconds; the figures mean nothing")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the results (default: {RESULTS.relative_to(ROOT)})")
     return p
+
+
+def parse_runs(items: list[str] | None, tasks: tuple[str, ...], need_model: bool = False) -> dict:
+    "`task=DIR` pairs from a --runs option: each task one of `tasks`, each DIR a run directory (with `model/` if `need_model`)."
+    runs = {}
+    for item in items or []:
+        task, _, path = item.partition("=")
+        if task not in tasks or not path: raise SystemExit(f"--runs {item!r}: give task=DIR with task one of {', '.join(tasks)}.")
+        if not Path(path).is_dir(): raise SystemExit(f"--runs {item!r}: {path} is not a directory.")
+        if need_model and not (Path(path) / "model").is_dir(): raise SystemExit(f"--runs {item!r}: {path} holds no trained model (no model/ directory).")
+        runs[task] = path
+    return runs
 
 
 def cpu_model() -> str:

@@ -327,7 +327,7 @@ def reload(ctx: dict, spec: dict):
     from peft import PeftModel, get_peft_model_state_dict
     from domaintune_course import qlora
     _free()
-    model, tok = qlora.load_finetuned(Path(spec["work"]) / "run")
+    model, tok = qlora.load_finetuned(Path(spec["work"]) / "run", merge=False)  # the adapter beside its base, as the check compares it
     ctx.update(reloaded=model, tok=tok)
     got = {k: v.detach().float().cpu() for k, v in get_peft_model_state_dict(model).items()}
     want = ctx.pop("adapter", {})

@@ -9,36 +9,47 @@ child's maximum resident set size as the kernel reports it for a waited-for chil
     python bench/lessons.py                       # every lesson at the cpu profile
     python bench/lessons.py --only 01a_batching   # one lesson
     python bench/lessons.py --quick --out /tmp/b  # one small notebook at the smoke profile: checks the script
+    python bench/lessons.py --profile t4 --record # on a T4: keep the figures as the lessons' t4 costs (`lesson_costs`)
+    python bench/lessons.py --write-outputs       # `make outputs`: run each lesson in a Jupyter kernel and commit it with its outputs
+
+--write-outputs runs each notebook with `course.execute_lesson` instead of nbdev's test runner: the notebook is written
+back with its outputs and their fingerprint (`course.stale` tells when they no longer match the code), and the figures
+are recorded as the lessons' costs (as --record does). With --only, the rows of the other lessons already in the
+results file are kept.
 """
-import os, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
 NBS = benchlib.ROOT / "nbs"
-TARGET_SECONDS = 45 * 60  # the whole course at the cpu profile on 2 cores
-QUICK = ("00a_config",)
+TARGET_SECONDS = 30 * 60  # the whole course at the cpu lesson budgets on 2 cores
+QUICK = ("00c_compat",)
 RUNNER = ("import sys, nbdev.test as t; ok, secs = t.test_nb(sys.argv[1], skip_flags=sys.argv[2].split(',') if sys.argv[2] else []); "
           "sys.exit(0 if ok else 1)")
+OUTPUTS_RUNNER = "import sys; from domaintune_course.course import execute_lesson; execute_lesson(sys.argv[1], sys.argv[3])"
 
 
 def lessons(only: list[str] | None = None) -> list[Path]:
-    "The lesson notebooks in course order (scratch notebooks starting with `_` left out), or the ones named in `only`."
-    nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("_"))
+    "The lessons in course order (`nbs/NN_*.ipynb`), or the notebooks named in `only` (a reference one as `reference/cli`)."
+    nbs = sorted(NBS.glob("[0-9]*.ipynb"))
     if not only: return nbs
-    missing = [n for n in only if not (NBS / f"{Path(n).stem}.ipynb").is_file()]
-    if missing: raise SystemExit(f"No such notebook(s) in nbs/: {', '.join(missing)}. Known: {', '.join(p.stem for p in nbs)}")
-    return [NBS / f"{Path(n).stem}.ipynb" for n in only]
+    path = lambda n: NBS / Path(n).with_suffix(".ipynb")
+    missing = [n for n in only if not path(n).is_file()]
+    known = [p.stem for p in nbs] + [f"reference/{p.stem}" for p in sorted((NBS / "reference").glob("*.ipynb"))]
+    if missing: raise SystemExit(f"No such notebook(s) in nbs/: {', '.join(missing)}. Known: {', '.join(known)}")
+    return [path(n) for n in only]
 
 
-def run_notebook(nb: Path, profile: str, skip: list[str], timeout: float) -> dict:
+def run_notebook(nb: Path, profile: str, skip: list[str], timeout: float, outputs: bool = False) -> dict:
     "Run one notebook in a fresh process; its wall time, peak RSS, and the end of its error output when it failed."
     env = {**os.environ, "DOMAINTUNE_PROFILE": profile, "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false",
            "DOMAINTUNE_RUNS": str(benchlib.temp_dir(f"bench-{nb.stem}-runs-"))}
+    if outputs: env.pop("MPLBACKEND")  # the kernel's inline backend, so plots become PNG outputs
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(nb), ",".join(skip)], cwd=nb.parent, env=env,
+        proc = subprocess.Popen([sys.executable, "-c", OUTPUTS_RUNNER if outputs else RUNNER, str(nb), ",".join(skip), profile], cwd=nb.parent, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
         status, usage = wait(proc, timeout)
         seconds = time.perf_counter() - start
@@ -74,13 +85,19 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", default=None, help="notebook names (e.g. 01a_batching) instead of every lesson")
     p.add_argument("--skip-slow", action="store_true", help="skip cells tagged #| slow, as the test suite does (default: run them, as a learner would)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds before one notebook is stopped (default: 3600)")
+    p.add_argument("--record", action="store_true", help="keep the figures as the lessons' costs at this profile (the package's lesson_costs.json)")
+    p.add_argument("--write-outputs", action="store_true", help="run each notebook in a Jupyter kernel and write it back with its outputs (make outputs)")
     args = p.parse_args(argv)
+    if args.write_outputs and (args.quick or args.skip_slow): p.error("--write-outputs runs every cell at a real profile: drop --quick/--skip-slow")
     profile = args.profile or ("smoke" if args.quick else "cpu")
     skip = ([] if _cuda() else ["gpu"]) + (["slow"] if args.skip_slow else [])
     rows = {}
     for nb in lessons(args.only or (list(QUICK) if args.quick else None)):
-        rows[nb.stem] = run_notebook(nb, profile, skip, args.timeout)
+        rows[nb.stem] = run_notebook(nb, profile, skip, args.timeout, args.write_outputs)
         print(f"{nb.stem}: {rows[nb.stem]['seconds']} s, {rows[nb.stem]['peak_rss_mb']} MB, {'ok' if rows[nb.stem]['ok'] else 'FAILED'}", flush=True)
+    old = args.out / "lessons.json"
+    if args.only and not args.quick and old.is_file() and json.loads(old.read_text(encoding="utf-8")).get("profile") == profile:
+        rows = {**json.loads(old.read_text(encoding="utf-8"))["notebooks"], **rows}  # the other lessons' rows stay
     total = round(sum(r["seconds"] for r in rows.values()), 1)
     result = dict(benchmark="lessons", **benchlib.header(__file__, argv), quick=args.quick, profile=profile, skipped_cell_tags=skip,
                   notebooks=rows, total_seconds=total, total_minutes=round(total / 60, 1),
@@ -88,6 +105,9 @@ def main(argv=None):
                   all_ok=all(r["ok"] for r in rows.values()), target_seconds=TARGET_SECONDS,
                   meets_target=total <= TARGET_SECONDS and all(r["ok"] for r in rows.values()))
     print(benchlib.write_result(args.out, "lessons.json", result))
+    if (args.record or args.write_outputs) and not args.quick:
+        from domaintune_course.course import COSTS_FILE, record_costs
+        record_costs(result); print(f"costs recorded in {COSTS_FILE}")
     return result
 
 

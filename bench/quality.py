@@ -158,14 +158,8 @@ def quick_zero_shot(work: Path) -> str:
 
 
 def parse_runs(items: list[str]) -> dict:
-    "task=DIR pairs from --runs."
-    runs = {}
-    for item in items or []:
-        task, _, path = item.partition("=")
-        if task not in TASKS or not path: raise SystemExit(f"--runs {item!r}: give task=DIR with task one of {', '.join(TASKS)}.")
-        if not Path(path).is_dir(): raise SystemExit(f"--runs {item!r}: {path} is not a directory.")
-        runs[task] = path
-    return runs
+    "task=DIR pairs from --runs: run directories to score."
+    return benchlib.parse_runs(items, TASKS)
 
 
 def kept_tasks(path: Path) -> dict:
@@ -194,7 +188,7 @@ def main(argv=None):
     if args.zero_shot_model is None and not args.quick: args.zero_shot_model = "smollm2-135m"
     if args.limit is None and args.quick:  # otherwise None: every test review, and the profile's eval_limit for the generation tasks
         from domaintune_course.config import make_config
-        args.limit = make_config("classify", args.profile).eval_limit
+        args.limit = make_config("qa", args.profile).eval_limit  # the plain key (classify has its own, larger cap)
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.keep_runs or benchlib.temp_dir("bench-quality-")
     work.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""Run every benchmark (throughput, memory, quality, lessons; the GPU check where there is a GPU) and write `SUMMARY.md`:
-a Markdown table per results file, each with the date, machine and command that produced it.
+"""Run every benchmark (throughput, memory, quality, generation, lessons; the GPU check where there is a GPU) and write
+`SUMMARY.md`: a Markdown table per results file, each with the date, machine and command that produced it.
 
     python bench/run_all.py                      # everything (what `make bench` runs); expect a few hours on 2 CPU cores
     python bench/run_all.py --only throughput memory
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
-BENCHMARKS = ("throughput", "memory", "quality", "lessons", "gpu")
+BENCHMARKS = ("throughput", "memory", "quality", "generation", "lessons", "gpu")
 SCRIPTS = dict(gpu="gpu_check")  # benchmark name -> script, where they differ
 
 
@@ -31,6 +31,8 @@ def run(name: str, args) -> dict:
     quick = ["--dry-run"] if name == "gpu" else ["--quick"]
     cmd = [sys.executable, str(Path(__file__).with_name(f"{SCRIPTS.get(name, name)}.py")), "--out", str(args.out)] + (quick if args.quick else [])
     if name == "quality" and args.runs: cmd += ["--runs", *args.runs]
+    causal = [r for r in args.runs if r.partition("=")[0] in ("summarize", "qa")]
+    if name == "generation" and causal: cmd += ["--runs", *causal]
     start = time.perf_counter()
     rc = subprocess.run(cmd, cwd=benchlib.ROOT).returncode
     return dict(returncode=rc, seconds=round(time.perf_counter() - start, 1))
@@ -79,6 +81,10 @@ def throughput_md(d: dict) -> str:
                 f"{mark(met['padding_fraction'])}), {p['speedup_vs_classic']:.2f}x classic (target >= {t['speedup_vs_classic_min']}x: "
                 f"{mark(met['speedup_vs_classic'])}), {p['speedup_vs_dynamic']:.2f}x dynamic (target >= {t['speedup_vs_dynamic_min']}x: "
                 f"{mark(met['speedup_vs_dynamic'])})."]
+        if "speedup_vs_trl" in p:
+            out.append(f"TRL's default configuration (`trl` above: trl {p['trl']['version']}, {p['trl']['config']}): the course pipeline is "
+                       f"{p['speedup_vs_trl']:.2f}x its tokens per second.")
+        elif p.get("trl") and not p["trl"]["ran"]: out.append(f"TRL's baseline did not run: {p['trl']['reason']}.")
         if p.get("packing_check"):
             pc = p["packing_check"]
             out.append(f"Packing check on this model (lesson 01a's `check_packing`, {pc['examples']} examples): "
@@ -133,6 +139,27 @@ def quality_md(d: dict) -> str:
     return "\n".join(lines + [""])
 
 
+def generation_md(d: dict) -> str:
+    "Seconds, new tokens per second and speedup per task, path and model; how many answers the paths share."
+    rows = []
+    for task, t in d["tasks"].items():
+        for path in ("today", "new"):
+            p = t["paths"][path]
+            for m in ("base", "finetuned"):
+                rows.append([task, path, m, p["batch_size"], p[m]["seconds"], p[m].get("cpu_seconds"), p[m]["new_tokens"], p[m]["new_tokens_per_second"],
+                             p[m]["examples_per_second"], f"{t['speedup'][m]:.2f}x" if path == "new" else None,
+                             f"{t['speedup_cpu'][m]:.2f}x" if path == "new" and "speedup_cpu" in t else None,
+                             f"{t['answers_identical'][m]['identical']}/{t['answers_identical'][m]['of']}" if path == "new" else None])
+    head = d["tasks"].get("summarize")
+    verdict = (f"Summarization, base + fine-tuned: {head['speedup']['both']:.2f}x today's path (target >= {d['targets']['summarize_speedup_min']}x: "
+               f"{mark(d['meets_target'])})." if head and d.get("meets_target") is not None else "")
+    info = "; ".join(f"{task}: {t['examples']} examples, {t['max_new_tokens']} new tokens at most, {t['model']} ({t['strategy']}) on {t['device']}"
+                     for task, t in d["tasks"].items())
+    return "\n".join([f"{info}. Median of {next(iter(d['tasks'].values()))['repeats'] if d['tasks'] else '?'} interleaved rounds.", "",
+                      table(["task", "path", "model", "batch", "seconds", "CPU s", "new tokens", "new tokens/s", "examples/s", "speedup", "speedup (CPU)", "same answers"], rows), "",
+                      verdict, ""])
+
+
 def lessons_md(d: dict) -> str:
     "Minutes and peak memory per notebook, and the total."
     rows = [[nb, "ok" if r["ok"] else "**failed**", round(r["seconds"] / 60, 2), r["peak_rss_mb"]] for nb, r in d["notebooks"].items()]
@@ -160,7 +187,8 @@ def gpu_md(d: dict) -> str:
 
 
 SECTIONS = dict(throughput=("Training throughput", throughput_md), memory=("Memory: estimator vs measurement", memory_md),
-                quality=("Held-out quality", quality_md), lessons=("Lesson cost", lessons_md), gpu=("GPU check", gpu_md))
+                quality=("Held-out quality", quality_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
+                gpu=("GPU check", gpu_md))
 
 
 def summary(out: Path, ran: dict | None = None, argv: list[str] | None = None) -> Path:
@@ -188,7 +216,7 @@ def write_text(path: Path, text: str) -> Path:
 def main(argv=None):
     p = benchlib.parser(__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS), help="which benchmarks to run (default: all)")
-    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="passed to quality.py: score these runs instead of training")
+    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="passed to quality.py (and the summarize/qa ones to generation.py): use these runs instead of training")
     p.add_argument("--summary-only", action="store_true", help="run nothing; rewrite SUMMARY.md from the JSON files in --out")
     args = p.parse_args(argv)
     ran = {} if args.summary_only else {name: run(name, args) for name in args.only}

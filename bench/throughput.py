@@ -7,8 +7,11 @@ timed; the batches are collated beforehand.
 
     python bench/throughput.py                 # SmolLM2-135M + LoRA on the bundled dialogues, MiniLM on the bundled reviews
     python bench/throughput.py --quick --out /tmp/b   # tiny models and toy rows: checks the script in seconds
+
+On the causal path TRL's `SFTTrainer` with its default configuration runs beside them as a baseline (`speedup_vs_trl`).
 """
-import os, random, statistics, sys, time
+import importlib.util, os, random, statistics, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -72,8 +75,11 @@ STRATEGIES = {  # name (as lesson 01a calls it): (the order lesson 01a's `batch_
     "dynamic": ("dynamic", "longest", "dynamic padding to the batch's longest example, random batches (DataCollatorWithPadding's default)"),
     "group_by_length": ("group_by_length", "longest", "length-grouped batches (the course's trainer: 50-batch megabatches sorted by length, batches shuffled) with dynamic padding"),
     "packed": ("dynamic", "flatten", "padding-free packing: each batch flattened into one row, position_ids restart per example"),
+    "trl": ("dynamic", "trl", "TRL's SFTTrainer as SFTConfig() sets it up: random batches padded to the longest by its DataCollatorForLanguageModeling, "
+                              "activation checkpointing on (its default), the loss of its compute_loss; fp32 like every strategy here "
+                              "(SFTConfig's bf16 default is held equal)"),
 }
-BASELINES = dict(classic="pad_to_max", dynamic="dynamic")
+BASELINES = dict(classic="pad_to_max", dynamic="dynamic", trl="trl")
 
 
 def batches(lengths: list[int], batch_size: int, order: str, seed: int) -> list[list[int]]:
@@ -83,12 +89,14 @@ def batches(lengths: list[int], batch_size: int, order: str, seed: int) -> list[
 
 
 def collators(path: str, tok, max_length: int) -> dict:
-    "kind -> collator: pad to max_length (classic), to the batch's longest (dynamic), or flatten with no padding (packed)."
+    "kind -> collator: pad to max_length (classic), to the batch's longest (dynamic), flatten with no padding (packed), or TRL's (trl)."
     if path == "causal":
         from transformers import DataCollatorWithFlattening
         from domaintune_course.batching import CompletionCollator
-        return dict(max_length=CompletionCollator(tok, pad_to_multiple_of=max_length), longest=CompletionCollator(tok),
+        cols = dict(max_length=CompletionCollator(tok, pad_to_multiple_of=max_length), longest=CompletionCollator(tok),
                     flatten=DataCollatorWithFlattening(return_position_ids=True, separator_id=-100))
+        if importlib.util.find_spec("trl"): cols["trl"] = trl_collator(tok)
+        return cols
     from transformers import DataCollatorWithPadding  # what the classify task's Trainer uses
     return dict(max_length=DataCollatorWithPadding(tok, padding="max_length", max_length=max_length), longest=DataCollatorWithPadding(tok))
 
@@ -107,6 +115,43 @@ def positions(batch) -> tuple[int, int]:
     return real, total
 
 
+# ---------------------------------------------------------------- TRL's default configuration, as a baseline
+
+def trl_collator(tok):
+    "TRL's SFT collator with its defaults: pads input ids and labels to the batch's longest example (on the course's tokens, which lesson 02b proves are TRL's)."
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+    return lambda feats: DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)([dict(input_ids=f["input_ids"], labels=f["labels"]) for f in feats])
+
+
+def trl_trainer(model, tok, feats: list[dict], seed: int):
+    "An `SFTTrainer` around the benchmark's model with `SFTConfig()`'s defaults (fp32 held equal), for its loss and its checkpointing setting."
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+    args = SFTConfig(output_dir=str(benchlib.temp_dir("bench-trl-")), use_cpu=not torch.cuda.is_available(), bf16=False, report_to=[], seed=seed)
+    one = Dataset.from_dict(dict(input_ids=[feats[0]["input_ids"]], labels=[feats[0]["labels"]]))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=one, processing_class=tok)
+    if hasattr(model, "disable_input_require_grads"): model.disable_input_require_grads()  # SFTTrainer enables it for checkpointing: only TRL's steps get it
+    return trainer
+
+
+@contextmanager
+def trl_mode(model, trainer):
+    "Around TRL's steps: activation checkpointing as its Trainer turns it on (the method's name depends on the transformers release)."
+    args = trainer.args
+    on = getattr(args, "activation_checkpointing", getattr(args, "gradient_checkpointing", False))
+    kind = "activation_checkpointing" if hasattr(model, "activation_checkpointing_enable") else "gradient_checkpointing"
+    if on:
+        kwargs = getattr(args, "activation_checkpointing_kwargs", getattr(args, "gradient_checkpointing_kwargs", None))
+        getattr(model, f"{kind}_enable")(**{f"{kind}_kwargs": kwargs or None})
+        if hasattr(model, "enable_input_require_grads"): model.enable_input_require_grads()
+    try: yield
+    finally:
+        if on:
+            getattr(model, f"{kind}_disable")()
+            if hasattr(model, "disable_input_require_grads"): model.disable_input_require_grads()
+
+
 # ---------------------------------------------------------------- the timed, interleaved run
 
 def schedule(plans: dict) -> list[tuple[str, int]]:
@@ -116,23 +161,28 @@ def schedule(plans: dict) -> list[tuple[str, int]]:
     return sorted(steps, key=lambda s: ((s[1] + 0.5) / len(plans[s[0]]), order.index(s[0])))
 
 
-def train_step(model, optimizer, batch) -> float:
-    "One forward, backward and optimizer step; returns the seconds it took."
+def train_step(model, optimizer, batch, loss_fn=None) -> float:
+    "One forward, backward and optimizer step (the loss from `loss_fn(model, batch)` when given); returns the seconds it took."
     t0 = time.perf_counter()
-    loss = model(**batch).loss
+    loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
     loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - t0
 
 
-def measure(model, plans: dict, lr: float = 1e-5, warmup: int = 1) -> dict:
-    "Seconds per step for every strategy, after `warmup` untimed steps each."
+def measure(model, plans: dict, lr: float = 1e-5, warmup: int = 1, trainer=None) -> dict:
+    "Seconds per step for every strategy, after `warmup` untimed steps each ('trl' steps through `trainer`, TRL's SFTTrainer)."
     import torch
+    from contextlib import nullcontext
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    mode = lambda name: trl_mode(model, trainer) if name == "trl" else nullcontext()
+    loss_fn = lambda name: (lambda m, b: trainer.compute_loss(m, b)) if name == "trl" else None
     for name, bs in plans.items():
-        for b in bs[:warmup]: train_step(model, optimizer, b)
+        with mode(name):
+            for b in bs[:warmup]: train_step(model, optimizer, b, loss_fn(name))
     times = {name: [] for name in plans}
-    for name, i in schedule(plans): times[name].append(train_step(model, optimizer, plans[name][i]))
+    for name, i in schedule(plans):
+        with mode(name): times[name].append(train_step(model, optimizer, plans[name][i], loss_fn(name)))
     return times
 
 
@@ -147,9 +197,9 @@ def summarize(plans: dict, times: dict, course: str) -> dict:
                           step_seconds_median=round(statistics.median(times[name]), 4))
     tps = {n: r["tokens_per_second"] for n, r in rows.items()}
     out = dict(strategies=rows, course=course, padding_fraction={n: r["padding_fraction"] for n, r in rows.items()},
-               **{f"speedup_vs_{k}": round(tps[course] / tps[v], 3) for k, v in BASELINES.items()})
+               **{f"speedup_vs_{k}": round(tps[course] / tps[v], 3) for k, v in BASELINES.items() if v in tps})
     for other in set(rows) - {course, *BASELINES.values()}:
-        out[f"{other}_speedup"] = {k: round(tps[other] / tps[v], 3) for k, v in BASELINES.items()}
+        out[f"{other}_speedup"] = {k: round(tps[other] / tps[v], 3) for k, v in BASELINES.items() if v in tps}
     out["meets_targets"] = dict(padding_fraction=rows[course]["padding_fraction"] <= TARGETS["padding_fraction_max"],
                                 speedup_vs_classic=out["speedup_vs_classic"] >= TARGETS["speedup_vs_classic_min"],
                                 speedup_vs_dynamic=out["speedup_vs_dynamic"] >= TARGETS["speedup_vs_dynamic_min"])
@@ -170,6 +220,14 @@ def pick_course(requested: str, names: list[str], check: dict | None) -> str:
     return requested if requested in names else "group_by_length"
 
 
+def trl_info(names: list[str], args) -> dict:
+    "Whether TRL's baseline ran, with its version, or why not."
+    if "trl" in names:
+        from importlib.metadata import version
+        return dict(ran=True, version=version("trl"), config="SFTConfig() defaults; use_cpu where there is no GPU; bf16=False (fp32, as every strategy here)")
+    return dict(ran=False, reason="--no-trl" if args.no_trl else "trl is not installed (pip install 'domaintune-course[trl]')")
+
+
 def bench_path(path: str, args) -> dict:
     "Build the model and data of one path, plan every strategy, time them interleaved, summarize."
     import torch
@@ -177,14 +235,17 @@ def bench_path(path: str, args) -> dict:
     model, tok, feats, info = (causal_setup if path == "causal" else classify_setup)(args)
     n = args.examples or DEFAULT_EXAMPLES[path]
     if n and n < len(feats): feats = [feats[i] for i in random.Random(args.seed).sample(range(len(feats)), n)]
-    names = ["pad_to_max", "dynamic", "group_by_length"] + (["packed"] if path == "causal" and not args.no_packing else [])
+    names = ["pad_to_max", "dynamic", "group_by_length"] + (["packed"] if path == "causal" and not args.no_packing else []) \
+            + (["trl"] if path == "causal" and not args.no_trl and importlib.util.find_spec("trl") else [])
     out = dict(info, examples=len(feats), batch_size=args.batch_size, max_length=args.max_length,
                mean_length=round(statistics.mean(len(f["input_ids"]) for f in feats), 1), max_example_length=max(len(f["input_ids"]) for f in feats))
     if "packed" in names: out["packing_check"] = packing_check(model, feats)
     course = pick_course(args.course, names, out.get("packing_check"))
     plans = plan(feats, names, collators(path, tok, args.max_length), args.batch_size, args.seed)
     print(f"{path}: {len(feats)} examples, {sum(map(len, plans.values()))} timed steps, course pipeline = {course}", flush=True)
-    res = summarize(plans, measure(model, plans), course)
+    if path == "causal": out["trl"] = trl_info(names, args)
+    trainer = trl_trainer(model, tok, feats, args.seed) if "trl" in names else None
+    res = summarize(plans, measure(model, plans, trainer=trainer), course)
     print(f"{path}: " + ", ".join(f"{n} {r['tokens_per_second']} tokens/s" for n, r in res["strategies"].items()), flush=True)
     return out | res
 
@@ -200,6 +261,7 @@ def main(argv=None):
                    help="the strategy the speedups and targets are for (default: group_by_length, what the course's Trainer uses "
                         "unless cfg.extra['packing']); auto: packed where lesson 01a's packing check passes on this model")
     p.add_argument("--no-packing", action="store_true", help="leave out the packed strategy")
+    p.add_argument("--no-trl", action="store_true", help="leave out TRL's default configuration (the speedup_vs_trl baseline)")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
     args.examples = args.examples or (12 if args.quick else None)  # None: DEFAULT_EXAMPLES per path
@@ -210,7 +272,7 @@ def main(argv=None):
     for path in args.paths: result[path] = bench_path(path, args)
     head = result[args.paths[0]]
     result.update(headline=args.paths[0], speedup_vs_classic=head["speedup_vs_classic"], speedup_vs_dynamic=head["speedup_vs_dynamic"],
-                  padding_fraction=head["padding_fraction"])
+                  padding_fraction=head["padding_fraction"], **({"speedup_vs_trl": head["speedup_vs_trl"]} if "speedup_vs_trl" in head else {}))
     print(benchlib.write_result(args.out, "throughput.json", result))
     return result
 

@@ -14,7 +14,7 @@ __all__ = ['PAD_CANDIDATES', 'STRATEGIES', 'ensure_pad_token', 'encode_prompt', 
 import functools, math, random
 from dataclasses import dataclass
 from .config import InputError
-from .data import build_example, bundled_path, load_task_data, TASK_FIELDS
+from .data import build_example, bundled_path, load_task_data
 
 # %% ../nbs/01a_batching.ipynb #8958c770
 PAD_CANDIDATES = ("<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<|endoftext|>", "<unk>")
@@ -56,6 +56,7 @@ def _fit(p: list, c: list, max_length: int) -> tuple[list, list]:
         p = p[:head] + p[len(p) - (room - head):]
     return p, c[:max_length - len(p)]
 
+# %% ../nbs/01a_batching.ipynb #51e7d091
 def tokenize_example(tokenizer, # a tokenizer with an eos token
                      prompt: str, # the prompt from `build_example` ("" for plain text)
                      completion: str, # the completion from `build_example`
@@ -114,6 +115,7 @@ def example_lengths(tokenizer, task: str, records: list[dict], style: str = "ins
         p.append(n); c.append(len(ex["input_ids"]) - n)
     return dict(prompt=p, completion=c, total=[a + b for a, b in zip(p, c)])
 
+# %% ../nbs/01a_batching.ipynb #ee7d62cc
 def model_context(model_or_config) -> int | None:
     "The model's maximum positions from its config (`n_positions`, `max_position_embeddings` or `seq_length`)."
     cfg = getattr(model_or_config, "config", model_or_config)
@@ -182,6 +184,7 @@ def length_grouped_indices(lengths: list[int], # tokens per example
     rest = [rest[i] for i in torch.randperm(len(rest), generator=generator).tolist()]
     return [i for b in head + rest + tail for i in b]
 
+# %% ../nbs/01a_batching.ipynb #ed9401c8
 def batch_order(lengths: list[int], batch_size: int, strategy: str = "dynamic", seed: int = 42) -> list[list[int]]:
     "The batches of example indices a strategy forms: shuffled, or grouped by length as the course's trainer does."
     import torch
@@ -232,6 +235,23 @@ def bundled_padding_table(batch_size: int = 8, seed: int = 42) -> dict:
         out[task] = dict(max_length=m, **{s: round(v["padding_fraction"], 3) for s, v in padding_report(totals, batch_size, m, seed).items()})
     return out
 
+# %% ../nbs/01a_batching.ipynb #5f7bda64
+@functools.cache
+def _sampler_class():
+    "The Trainer's length-grouped sampler with the course's grouping (built on first use: importing transformers takes seconds)."
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class CourseSampler(LengthGroupedSampler):
+        "The Trainer's length-grouped sampler with the course's grouping; epoch `e` draws its order from `seed + e`."
+        def __init__(self, batch_size: int, lengths: list, seed: int = 42):
+            super().__init__(batch_size, lengths=lengths)
+            self.seed, self.epoch = seed, 0
+        def set_epoch(self, epoch: int): self.epoch = epoch  # the Trainer calls it as each epoch starts, a resumed one too
+        def __iter__(self):
+            import torch
+            return iter(length_grouped_indices(self.lengths, self.batch_size, torch.Generator().manual_seed(self.seed + self.epoch)))
+    return CourseSampler
+
 # %% ../nbs/01a_batching.ipynb #90dac4bb
 def course_trainer(**kwargs # `transformers.Trainer` arguments
                   ):
@@ -244,22 +264,22 @@ def _trainer_class():
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    class CourseSampler(LengthGroupedSampler):
-        "The Trainer's length-grouped sampler with the course's grouping."
-        def __iter__(self): return iter(length_grouped_indices(self.lengths, self.batch_size, self.generator))
-
     class CourseTrainer(Trainer):
-        "A Trainer that groups by length with `length_grouped_indices`."
+        "A Trainer that groups by length with `length_grouped_indices`, in an order fixed by the data seed and the epoch."
         def _get_train_sampler(self, train_dataset=None):
             s = super()._get_train_sampler(train_dataset)
-            return CourseSampler(s.batch_size, lengths=s.lengths, generator=s.generator) if type(s) is LengthGroupedSampler else s
+            if type(s) is not LengthGroupedSampler: return s
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return _sampler_class()(s.batch_size, lengths=s.lengths, seed=seed)
     return CourseTrainer
 
+# %% ../nbs/01a_batching.ipynb #eabcf812
 def sampling_args(strategy: str = "group_by_length") -> dict:
     "The `TrainingArguments` keywords (transformers 5) that select a batching strategy."
     if strategy not in STRATEGIES: raise InputError(f"Unknown batching strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")
     return dict(train_sampling_strategy="group_by_length") if strategy == "group_by_length" else dict(train_sampling_strategy="random")
 
+# %% ../nbs/01a_batching.ipynb #b8d49fba
 def make_collator(tokenizer, # supplies the pad token
                   strategy: str = "dynamic", # "packed" flattens the batch (padding-free); anything else pads dynamically
                   padding_side: str = "right",

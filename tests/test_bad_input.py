@@ -48,6 +48,8 @@ def ws(tmp_path_factory):
     }
     for name, text in files.items():
         if text is not None: (d / name).write_text(text, encoding="utf-8")
+    for name, raw in real_world_files().items(): (d / name).write_bytes(raw)
+    (d / "DialogSum_Data").mkdir(); (d / "DialogSum_Data" / "dialogsum.train.jsonl").write_text(jsonl(DIALOGUES), encoding="utf-8")
     (d / "qa_latin1.jsonl").write_bytes(jsonl(QA[:2]).encode() + '{"prompt": "Café?", "completion": "Oui."}\n'.encode("latin-1"))
     (d / "a_folder").mkdir()
     enc = tiny_model_dir("encoder", d / "encoder")
@@ -64,6 +66,45 @@ def ws(tmp_path_factory):
     (root / "just-a-folder").mkdir()
     (d / "runs-file").write_text("not a directory")
     return d
+
+
+def real_world_files() -> dict[str, bytes]:
+    "Files as spreadsheets, editors, other tools and half-finished downloads leave them, each wrong in one way users hit."
+    import pandas as pd
+    csv_rows = "".join(f'"{r["text"]}",{r["label"]}\n' for r in REVIEWS)
+    pq = io.BytesIO(); pd.DataFrame(REVIEWS).to_parquet(pq); pq = bytearray(pq.getvalue())
+    corrupt = bytes(pq[:4]) + b"\x55" * (len(pq) // 2 - 4) + bytes(pq[len(pq) // 2:])
+    nan_label = io.BytesIO(); pd.DataFrame([dict(r, label=None if i == 2 else r["label"]) for i, r in enumerate(REVIEWS)]).to_parquet(nan_label)
+    turns = io.BytesIO(); pd.DataFrame([dict(dialogue=r["dialogue"].split("\n"), summary=r["summary"]) for r in DIALOGUES]).to_parquet(turns)
+    qa_lines = [json.dumps(r) for r in QA[:4]]
+    return {
+        "reviews_excel_unicode.csv": ("text\tlabel\n" + csv_rows.replace(",", "\t")).encode("utf-16"),   # Excel "Unicode Text"
+        "reviews_utf16_no_bom.csv": ("text,label\n" + csv_rows).encode("utf-16-le"),
+        "reviews_windows.csv": ("text,label\n" + csv_rows + "It\u2019s a dull film.,negative\n").encode("cp1252"),
+        "reviews_unquoted_comma.csv": b"text,label\nGreat film, loved every minute,positive\nDull and slow.,negative\n",
+        "reviews_open_quote.csv": b'text,label\n"A great film,positive\nDull and slow.,negative\nBoring plot.,negative\n',
+        "reviews_no_header.csv": csv_rows.encode(),
+        "reviews_header_only.csv": b"text,label\n,\n,\n",
+        "reviews.xlsx": b"PK\x03\x04" + b"\x00" * 64,
+        "aclImdb_v1.tar.gz": b"\x1f\x8b\x08\x00" + b"\x00" * 64,
+        "reviews_download.csv": b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in</body></html>\n",
+        "reviews_corrupt.parquet": corrupt,
+        "reviews_cut.parquet": bytes(pq[: len(pq) // 2]),
+        "reviews_renamed.parquet": ("text,label\n" + csv_rows).encode(),
+        "reviews_missing_label.parquet": nan_label.getvalue(),
+        "reviews_stars.jsonl": jsonl([dict(r, label=str(1 + i % 5)) for i, r in enumerate(REVIEWS)]).encode(),
+        "qa_lfs_pointer.jsonl": b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 48213\n",
+        "qa_cut_download.jsonl": ("\n".join(qa_lines) + "\n" + qa_lines[0][:25]).encode(),
+        "qa_pretty.jsonl": "".join(json.dumps(r, indent=2) + "\n" for r in QA[:3]).encode(),
+        "qa_wrapped.json": json.dumps({"version": 1, "data": QA[:3]}, indent=2).encode(),
+        "qa_python_dicts.jsonl": "".join(repr({"prompt": r["prompt"], "completion": r["completion"]}) + "\n" for r in QA[:3]).encode(),
+        "qa_curly_quotes.jsonl": "".join(json.dumps(r).replace('"', "\u201c", 1) + "\n" for r in QA[:3]).encode(),
+        "qa_trailing_commas.jsonl": "".join(json.dumps(r) + ",\n" for r in QA[:3]).encode(),
+        "qa_other_tool.jsonl": jsonl([dict(input_text=r["prompt"], target_text=r["completion"]) for r in QA]).encode(),
+        "qa_chat_no_answer.jsonl": jsonl([dict(messages=[{"role": "user", "content": r["prompt"]}]) for r in QA]).encode(),
+        "qa_nulls.jsonl": jsonl([dict(r, completion=None) if i == 1 else r for i, r in enumerate(QA)]).encode(),
+        "dialogues_turn_lists.parquet": turns.getvalue(),
+    }
 
 
 def snapshot(root: Path) -> dict:
@@ -128,6 +169,38 @@ CASES = [
     ("resume-nothing-named", "train --task qa --resume", ["--resume", "name the run"]),
     ("from-run-without-model", "train --from-run no-model --data {ws}/qa_good.jsonl", ["no-model", "no trained model"]),
     ("from-run-other-task", "train --from-run qa-done --task classify", ["the run was a qa run", "drop --task"]),
+    # what spreadsheets, editors, other tools and half-finished downloads produce
+    ("excel-unicode-text", "prepare {ws}/reviews_excel_unicode.csv --task classify --out {ws}/out", ["reviews_excel_unicode.csv", "UTF-16", "CSV UTF-8"]),
+    ("utf16-without-bom", "train --task classify --model {ws}/encoder --data {ws}/reviews_utf16_no_bom.csv", ["reviews_utf16_no_bom.csv", "NUL bytes", "UTF-8"]),
+    ("windows-1252-csv", "prepare {ws}/reviews_windows.csv --task classify --out {ws}/out", ["reviews_windows.csv:14", "not UTF-8", "CSV UTF-8"]),
+    ("csv-unquoted-comma", "train --task classify --model {ws}/encoder --data {ws}/reviews_unquoted_comma.csv", ["reviews_unquoted_comma.csv:2", "3 fields", "header names 2", "quote"]),
+    ("csv-quote-never-closed", "prepare {ws}/reviews_open_quote.csv --task classify --out {ws}/out", ["reviews_open_quote.csv:2", "never closed", "Fix"]),
+    ("csv-without-header", "prepare {ws}/reviews_no_header.csv --task classify --out {ws}/out", ["reviews_no_header.csv:1", "no text column", "first line"]),
+    ("csv-header-and-empty-rows", "prepare {ws}/reviews_header_only.csv --task classify --out {ws}/out", ["reviews_header_only.csv", "no records found", "below the header"]),
+    ("excel-workbook", "prepare {ws}/reviews.xlsx --task classify --out {ws}/out", ["reviews.xlsx", "'.xlsx'", "CSV UTF-8"]),
+    ("aclimdb-tarball", "train --task classify --model {ws}/encoder --data {ws}/aclImdb_v1.tar.gz", ["aclImdb_v1.tar.gz", "'.gz'", "extract it", "aclImdb/ folder"]),
+    ("download-saved-a-web-page", "train --task classify --model {ws}/encoder --data {ws}/reviews_download.csv", ["reviews_download.csv", "web page", "download the file itself"]),
+    ("parquet-corrupted", "train --task classify --model {ws}/encoder --data {ws}/reviews_corrupt.parquet", ["reviews_corrupt.parquet", "not a readable parquet file", "Fix"]),
+    ("parquet-cut-short", "prepare {ws}/reviews_cut.parquet --task classify --out {ws}/out", ["reviews_cut.parquet", "cut short", "again"]),
+    ("csv-renamed-parquet", "prepare {ws}/reviews_renamed.parquet --task classify --out {ws}/out", ["reviews_renamed.parquet", "not a parquet file", "Fix"]),
+    ("parquet-missing-label", "train --task classify --model {ws}/encoder --data {ws}/reviews_missing_label.parquet", ["reviews_missing_label.parquet:3", "field 'label': empty", "Fix"]),
+    ("star-ratings-not-sentiment", "train --task classify --model {ws}/encoder --data {ws}/reviews_stars.jsonl", ["reviews_stars.jsonl", "'3'", "binary sentiment"]),
+    ("git-lfs-pointer", "prepare {ws}/qa_lfs_pointer.jsonl --task qa --out {ws}/out", ["qa_lfs_pointer.jsonl", "Git LFS pointer", "git lfs pull"]),
+    ("jsonl-cut-off-download", "train --task qa --data {ws}/qa_cut_download.jsonl", ["qa_cut_download.jsonl:5", "cut off", "fetch the file again"]),
+    ("jsonl-pretty-printed", "prepare {ws}/qa_pretty.jsonl --task qa --out {ws}/out", ["qa_pretty.jsonl:1", "on one line"]),
+    ("json-object-not-records", "prepare {ws}/qa_wrapped.json --task qa --out {ws}/out", ["qa_wrapped.json:1", "one JSON object", "JSON array"]),
+    ("python-dicts-not-json", "prepare {ws}/qa_python_dicts.jsonl --task qa --out {ws}/out", ["qa_python_dicts.jsonl:1", "Python dict", "json.dumps"]),
+    ("curly-quotes", "prepare {ws}/qa_curly_quotes.jsonl --task qa --out {ws}/out", ["qa_curly_quotes.jsonl:1", "curly quotes"]),
+    ("jsonl-trailing-commas", "prepare {ws}/qa_trailing_commas.jsonl --task qa --out {ws}/out", ["qa_trailing_commas.jsonl:1", "remove the comma"]),
+    ("qa-unknown-layout", "train --task qa --data {ws}/qa_other_tool.jsonl", ["qa_other_tool.jsonl:1", "input_text", "question/answer"]),
+    ("chat-without-answer", "prepare {ws}/qa_chat_no_answer.jsonl --task qa --out {ws}/out", ["qa_chat_no_answer.jsonl:1", "no non-empty assistant message", "Fix"]),
+    ("jsonl-null-value", "prepare {ws}/qa_nulls.jsonl --task qa --out {ws}/out", ["qa_nulls.jsonl:2", "field 'completion': empty", "Fix"]),
+    ("summarize-turn-lists", "prepare {ws}/dialogues_turn_lists.parquet --task summarize --out {ws}/out", ["dialogues_turn_lists.parquet:1", "dialogue", "wrong type"]),
+    ("summarize-release-folder", "train --task summarize --data {ws}/DialogSum_Data", ["DialogSum_Data", "is a directory", "dialogsum.train.jsonl"]),
+    ("prepare-out-is-a-file", "prepare {ws}/qa_good.jsonl --task qa --out {ws}/qa.txt", ["qa.txt", "is a file", "Fix"]),
+    ("prepare-out-under-a-file", "prepare {ws}/qa_good.jsonl --task qa --out {ws}/qa.txt/prepared", ["qa.txt", "is a file", "Fix"]),
+    ("runs-dir-under-a-file", "--runs-dir {ws}/runs-file/runs train --task classify --model {ws}/encoder", ["runs-file", "cannot be created", "Fix"]),
+    ("out-under-a-file-in-runs", "train --task classify --model {ws}/encoder --out done/config.json/again", ["done/config.json/again", "cannot create", "Fix"]),
 ]
 
 

@@ -152,3 +152,13 @@ def test_truncation_keeps_the_budget():
         assert len(tok(clipped, add_special_tokens=False)["input_ids"]) <= 24
     assert classify.clip_text(text, tok, 24, "tail").endswith(text[-5:])
     with pytest.raises(InputError, match="truncation"): classify.keep_tokens([1, 2, 3], 2, "middle")
+
+
+def test_label_aliases_reach_splits_training_and_the_baseline(encoder_dir, tmp_path):
+    "pos/neg labels are normalised once, where the file is read: the splits, the model and the TF-IDF baseline all see negative/positive."
+    rows = [dict(r, label={"positive": "pos", "negative": "neg"}[r["label"]]) for r in toy_reviews(40)]
+    cfg = make_config("classify", "smoke", model=str(encoder_dir), data=str(write_jsonl(rows, tmp_path / "posneg.jsonl")), max_steps=1)
+    classify.train(cfg, tmp_path / "run")
+    labels = {json.loads(l)["label"] for k in ("train", "test") for l in (tmp_path / "run" / "data" / f"{k}.jsonl").read_text().splitlines()}
+    assert labels == {"negative", "positive"}
+    assert classify.evaluate(tmp_path / "run")["baseline_accuracy"] > 0.5  # TF-IDF trained on the same two names it is scored with

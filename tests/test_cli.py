@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from domaintune_course import cli, runs
-from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, tiny_tokenizer, toy_reviews, write_jsonl
+from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
 
 EXE = Path(sys.executable).with_name("domaintune")
 
@@ -155,6 +155,27 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(space):
     losses = lambda d: [h["loss"] for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
     assert losses(run)[-1] == pytest.approx(losses(space["root"] / "ref")[-1], abs=1e-4)
     assert got["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
+
+
+def test_sigkill_in_the_second_epoch_resumes_that_epoch(tmp_path):
+    "Killed mid-way through its second epoch, a run resumes with that epoch's batch order and ends with the uninterrupted losses."
+    causal = tiny_model_dir("causal", tmp_path / "causal")
+    data = write_jsonl(toy_qa_rows(40), tmp_path / "qa.jsonl")   # 28 training records: 7 batches of 4 per epoch
+    args = ("train", "--task", "qa", "--model", causal, "--data", data, "--strategy", "lora", "--max-steps", 14, "--seed", 5)
+    root = tmp_path / "runs"
+    dt(*args, "--out", "ref", runs_dir=root)
+    run = Path(dt(*args, "--out", "killed", "--detach", runs_dir=root, subprocess_=True).stdout.strip().splitlines()[-1])
+    assert wait_for(lambda: runs.read_json(run / "status.json").get("step", 0) >= 9, every=0.02), (run / "train.log").read_text()[-3000:]
+    pid = runs.read_json(run / "status.json")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not runs._alive(pid), timeout=30)
+    ckpt = int(runs.last_checkpoint(run).name.split("-")[1])
+    assert 7 < ckpt < 14, f"checkpoint-{ckpt} is not inside the second epoch (steps 8 to 13)"
+    assert last_json(dt("train", "--resume", "killed", runs_dir=root).stdout)["status"] == "succeeded"
+    losses = lambda d: [(h["step"], h["loss"]) for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
+    got, ref = losses(run), losses(root / "ref")
+    assert [s for s, _ in got] == [s for s, _ in ref] == list(range(1, 15))
+    assert [l for _, l in got] == pytest.approx([l for _, l in ref], abs=1e-4), f"resumed from checkpoint-{ckpt}"
 
 
 def test_safety_refuses_pickles_and_remote_code(tmp_path, space):

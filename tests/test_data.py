@@ -5,7 +5,7 @@ import pytest
 
 from domaintune_course.config import InputError
 from domaintune_course.data import (DataError, OUTPUT_FILES, SPLITS, bundled_path, clean_records, fingerprint, label_maps,
-                                    load_dialogsum, load_imdb, load_task_data, prepare_data, read_records, split_records)
+                                    load_dialogsum, load_imdb, load_task_data, prepare_data, read_records, read_source, split_records)
 from domaintune_course.batching import (CompletionCollator, check_packing, ensure_pad_token, tokenize_example, tokenize_records)
 from domaintune_course.data import build_example, build_prompt
 from domaintune_course.testing import tiny_causal_lm, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
@@ -277,3 +277,22 @@ def test_prepare_classify_csv_is_70_15_15_and_stratified(tmp_path, n):
         labels = [json.loads(l)["label"] for l in (tmp_path / "out" / f"{k}.jsonl").read_text().splitlines()]
         assert abs(labels.count("negative") - len(labels) / 3) <= 1.5, (k, labels.count("negative"), len(labels))
     assert prepare_data("classify", path, tmp_path / "again", near_threshold=1.0)["splits"] == report["splits"]
+
+
+def test_spreadsheet_exports_read_as_they_are_saved(tmp_path):
+    "Excel's 'CSV UTF-8' (a byte-order mark, CRLF line ends, capitalised headers, trailing empty rows) reads like a plain CSV."
+    rows = "".join(f'"{r["text"]}",{r["label"]}\r\n' for r in toy_reviews(6)) + ",\r\n,\r\n"
+    path = tmp_path / "excel.csv"; path.write_bytes(b"\xef\xbb\xbf" + f"Text,Label\r\n{rows}".encode())
+    recs, read = read_source(path, "classify")
+    assert [(r["text"], r["label"]) for r in recs] == [(r["text"], r["label"]) for r in toy_reviews(6)]
+    assert read["columns"] == {"Text": "text", "Label": "label"} and read["rows"] == 6 and read["format"] == "CSV"
+
+
+def test_excel_separator_line_and_unreadable_file(tmp_path, monkeypatch):
+    "Excel's `sep=;` first line sets the separator (line numbers still count it); a file that cannot be read is a DataError, not a traceback."
+    path = tmp_path / "sep.csv"; path.write_text("sep=;\nReview;Sentiment\nA lovely film, truly.;pos\nA dull film.;neg\n", encoding="utf-8")
+    recs, read = read_source(path, "classify")
+    assert [(r["id"], r["label"]) for r in recs] == [("sep-3", "positive"), ("sep-4", "negative")] and read["format"] == "CSV (';'-separated)"
+    def denied(self): raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(type(path), "read_bytes", denied)
+    with pytest.raises(DataError, match="cannot be read \\(Permission denied\\).*chmod"): read_records(path, "classify")

@@ -148,3 +148,11 @@ def test_figures_save_as_png(tmp_path):
     for name, fig in figs.items():
         fig.savefig(tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sentences_split_at_ends_not_at_abbreviations_and_offline():
+    "The split rougeLsum needs: sentence ends, not the full stops of Dr., p.m. or prices; newlines kept as breaks."
+    text = "#Person1# asks Dr. Lee for the bill at 9 p.m. tonight. #Person2# pays $3.50!\nThey leave. Why?"
+    assert M.split_sentences(text) == ["#Person1# asks Dr. Lee for the bill at 9 p.m. tonight.", "#Person2# pays $3.50!", "They leave.", "Why?"]
+    one_line = M.rouge_scores(["Bob came home. Ann left early."], ["Ann left early. Bob came home."], split_sentences=True)
+    assert one_line["rougeLsum"] == pytest.approx(1.0) and one_line["rougeL"] < 1.0

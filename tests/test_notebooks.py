@@ -1,15 +1,15 @@
 """Every lesson notebook runs top to bottom (smoke profile, `#| slow` and `#| gpu` cells skipped), one case per notebook."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith("_"))
+from nbpaths import LESSONS, NOTEBOOKS
 RUNNER = "import sys, nbdev.test as t; ok, secs = t.test_nb(sys.argv[1], skip_flags=['slow', 'gpu']); sys.exit(0 if ok else 1)"
 MAX_NOTEBOOK_BYTES = 1_500_000
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in NOTEBOOKS])
 def test_notebook_runs(nb, tmp_path):
     "The notebook executes without error under the smoke profile."
     env = {**os.environ, "DOMAINTUNE_PROFILE": "smoke", "DOMAINTUNE_RUNS": str(tmp_path / "runs"), "MPLBACKEND": "Agg"}
@@ -17,7 +17,7 @@ def test_notebook_runs(nb, tmp_path):
     assert r.returncode == 0, f"{nb.name} failed:\n{r.stderr[-6000:]}"
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in NOTEBOOKS])
 def test_notebook_is_small_and_clean(nb):
     "Committed notebooks stay small and carry no widget state."
     assert nb.stat().st_size < MAX_NOTEBOOK_BYTES, f"{nb.name} is {nb.stat().st_size:,} bytes: clear large outputs"
@@ -27,11 +27,61 @@ def test_notebook_is_small_and_clean(nb):
 
 def test_lessons_open_the_same_way():
     "Every lesson has an H1 title, a one-line summary, a Colab badge and the setup cell before its code."
-    for nb in NOTEBOOKS:
-        if nb.name in ("index.ipynb", "90_testing.ipynb"): continue
+    for nb in LESSONS:
         cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
         head = "".join("".join(c["source"]) for c in cells[:4])
         assert head.lstrip().startswith("# "), f"{nb.name}: first cell must be an H1 title"
         assert "\n> " in head or head.count(">") >= 1, f"{nb.name}: needs a `>` one-line summary"
         assert "colab.research.google.com" in head, f"{nb.name}: needs an Open in Colab badge"
-        assert "environment()" in head, f"{nb.name}: needs the setup cell that shows versions and hardware"
+        assert "setup_report()" in head, f"{nb.name}: needs the setup cell that shows versions and hardware"
+
+
+# ---- the shape of a lesson: objectives, costs, short cells, recap, exercises with checked solutions -------------------
+
+LESSON_MAX_LINES = 25
+ASSERTS = re.compile(r"\b(test_eq|test_ne|test_close|test_fail|test_warns)\(|\bassert\b")
+
+
+def _cells(nb: Path) -> list[dict]: return json.loads(nb.read_text(encoding="utf-8"))["cells"]
+def _src(cell: dict) -> str: return "".join(cell["source"])
+
+
+def test_no_lesson_cell_is_long():
+    "A lesson teaches in short cells: none over 25 lines (plumbing lives in the reference notebooks)."
+    long = {nb.name: [len(_src(c).splitlines()) for c in _cells(nb) if c["cell_type"] == "code" and len(_src(c).splitlines()) > LESSON_MAX_LINES]
+            for nb in LESSONS}
+    assert not any(long.values()), f"code cells over {LESSON_MAX_LINES} lines (their lengths): { {k: v for k, v in long.items() if v} }"
+
+
+@pytest.mark.parametrize("nb", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_opens_with_objectives_and_costs(nb):
+    "What you will learn (3 to 5 points), what it assumes (earlier lessons only), and a table of what it costs per profile."
+    cells = _cells(nb)
+    learn = next((_src(c) for c in cells if c["cell_type"] == "markdown" and "## What you will learn" in _src(c)), None)
+    assert learn, f"{nb.name}: no '## What you will learn' cell"
+    bullets = re.findall(r"^- ", learn.split("## What you will learn")[1].split("**Assumes:**")[0], re.M)
+    assert 3 <= len(bullets) <= 5, f"{nb.name}: {len(bullets)} learning points (3 to 5)"
+    assert "**Assumes:**" in learn, f"{nb.name}: say what the lesson assumes (**Assumes:**)"
+    earlier = {p.name for p in LESSONS if p.name < nb.name}
+    later = [l for l in re.findall(r"\((\d\d\w*\.ipynb)\)", learn.split("**Assumes:**")[1]) if l not in earlier]
+    assert not later, f"{nb.name} assumes lessons that come after it (or do not exist): {later}"
+    assert any(f'lesson_costs("{nb.stem}")' in _src(c) for c in cells if c["cell_type"] == "code"), f"{nb.name}: show lesson_costs(\"{nb.stem}\")"
+
+
+@pytest.mark.parametrize("nb", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_closes_with_recap_and_checked_exercises(nb):
+    "A recap, then 3 to 5 exercises, each followed by its collapsed solution cell, which asserts what the learner should see."
+    cells = _cells(nb)
+    heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and re.search(r"^## (Recap|Exercises)", _src(c), re.M)]
+    assert any("## Recap" in _src(cells[i]) for i in heads), f"{nb.name}: no '## Recap'"
+    exercises = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and re.search(r"\*\*Exercise \d+\.\*\*", _src(c))]
+    assert 3 <= len(exercises) <= 5, f"{nb.name}: {len(exercises)} exercises (3 to 5)"
+    for n, i in enumerate(exercises, 1):
+        assert f"**Exercise {n}.**" in _src(cells[i]), f"{nb.name}: exercises are numbered 1, 2, ... in order"
+        sol = cells[i + 1] if i + 1 < len(cells) else None
+        assert sol and sol["cell_type"] == "code" and _src(sol).startswith(f"# @title Solution {n}\n"), f"{nb.name}: exercise {n} needs its solution cell right after it"
+        assert ASSERTS.search(_src(sol)), f"{nb.name}: solution {n} must assert what the learner should observe"
+        assert sol["metadata"].get("jupyter", {}).get("source_hidden") and sol["metadata"].get("cellView") == "form", \
+            f"{nb.name}: solution {n} is not collapsed (course.hide_solutions, which make outputs runs)"
+        assert not ({"export", "exports", "slow", "gpu"} & {w for l in _src(sol).splitlines() if l.startswith("#|") for w in l[2:].split()}), \
+            f"{nb.name}: solution {n} must run in the test suite and export nothing"

@@ -2,7 +2,7 @@
 import json
 import pytest
 from domaintune_course.config import InputError, make_config
-from domaintune_course.data import DataError
+from domaintune_course.data import DataError, format_report
 from domaintune_course.testing import tiny_model_dir, toy_qa_rows, write_jsonl
 from domaintune_course.tasks import qa
 
@@ -25,10 +25,17 @@ def trained(model_dir, data_file, tmp_path_factory):
 
 def test_prepare_writes_splits_manifest_and_report(data_file, tmp_path):
     report = qa.prepare(data_file, tmp_path)
-    assert sum(report["counts"].values()) == 30
+    assert sum(report["splits"].values()) == 30
     for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json", "report.json"):
         assert (tmp_path / name).is_file(), name
-    assert json.loads((tmp_path / "manifest.json").read_text())["counts"] == report["counts"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["counts"] == report["splits"] and manifest["read"]["layout"] == {"prompt/completion": 30}
+
+
+def test_prepare_report_prints_as_the_command_line_prints_it(data_file, tmp_path):
+    "The report of the task's own `prepare` is one `format_report` can print (it once lacked keys and crashed the CLI)."
+    text = format_report(qa.prepare(data_file, tmp_path))
+    assert "JSON Lines, 30 rows -> 30 records" in text and "conflicting labels: 0" in text and "Read these records" in text
 
 
 def test_prepare_names_the_bad_line(tmp_path):
@@ -54,6 +61,9 @@ def test_evaluate_reports_base_and_fine_tuned(trained):
         assert result[system]["perplexity"] > 1 and 0 <= result[system]["token_f1"] <= 1
     assert result["base"]["perplexity"] != result["finetuned"]["perplexity"]
     assert (run / "eval.json").is_file() and (run / "eval_comparison.png").is_file()
+    for system in ("base", "finetuned"):
+        t = result["generation_time"][system]
+        assert t["examples"] == 2 and t["seconds"] > 0 and 0 < t["new_tokens"] <= 2 * min(96, 64 // 2)
 
 
 def test_evaluate_on_a_user_file_and_generate(trained, tmp_path):
@@ -95,6 +105,9 @@ def test_cli_trains_evaluates_and_generates_on_a_user_file(model_dir, data_file,
     run = next(p for p in out.rglob("metrics.json")).parent
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["trainable_params"] > 0 and metrics["tokens_per_second"] > 0
+    capsys.readouterr()
     assert main(["--runs-dir", str(out), "evaluate", "--run", str(run), "--limit", "2"]) == 0
     assert {"base", "finetuned"} <= set(json.loads((run / "eval.json").read_text()))
+    err = capsys.readouterr().err
+    assert "base" in err and "finetuned" in err and "ex/s" in err and "2/2" in err, "a progress bar per system, with examples per second"
     assert main(["--runs-dir", str(out), "generate", "--run", str(run), "What colour is lamp 2?"]) == 0

@@ -44,16 +44,22 @@ def test_fine_tune_saves_only_the_adapter_and_reports_costs(model_dir, tmp_path)
     for key in ("model_memory_mb", "peak_memory_mb", "tokens_per_second", "wall_time_s", "eval_loss"):
         assert m[key] > 0, key
     assert any("eval_loss" in h for h in m["log_history"])
-    model, tok = qlora.load_finetuned(tmp_path)
-    assert type(model).__name__.startswith("Peft") and tok.pad_token_id != tok.eos_token_id
+    merged, tok = qlora.load_finetuned(tmp_path)
+    beside, _ = qlora.load_finetuned(tmp_path, merge=False)
+    assert type(beside).__name__.startswith("Peft") and not type(merged).__name__.startswith("Peft"), "full precision: merged by default"
+    assert tok.pad_token_id != tok.eos_token_id
 
 
 def test_resume_continues_from_the_last_checkpoint(model_dir, tmp_path):
     rows = toy_qa_rows(16)
     qlora.fine_tune(tiny_cfg(model_dir, max_steps=2), tmp_path, rows, rows[:4], example_fn)
     assert qlora.last_checkpoint(tmp_path).name == "checkpoint-2"
+    done = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"]
     m = qlora.fine_tune(tiny_cfg(model_dir, max_steps=4), tmp_path, rows, rows[:4], example_fn, resume=True)
     assert m["resumed_from"] == "checkpoint-2" and m["global_step"] == 4
+    assert 0 < done < m["tokens_seen"]
+    # the speed of this process: the tokens it trained on (not the checkpoint's) over its own time (wall_time_s is rounded to 0.1 s)
+    assert m["tokens_per_second"] == pytest.approx((m["tokens_seen"] - done) / m["wall_time_s"], rel=0.3)
 
 
 def test_merged_model_computes_what_base_plus_adapter_computes(model_dir, tmp_path):
@@ -61,7 +67,7 @@ def test_merged_model_computes_what_base_plus_adapter_computes(model_dir, tmp_pa
     rows = toy_qa_rows(8)
     qlora.fine_tune(tiny_cfg(model_dir, learning_rate=1e-2), tmp_path / "run", rows, [], example_fn)
     merged = AutoModelForCausalLM.from_pretrained(qlora.merge_adapter(tmp_path / "run", tmp_path / "merged")).eval()
-    adapted, tok = qlora.load_finetuned(tmp_path / "run")
+    adapted, tok = qlora.load_finetuned(tmp_path / "run", merge=False)
     base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = torch.tensor([tok("What colour is lamp number 3?")["input_ids"]])
     with torch.no_grad(): a, b, c = merged(ids).logits, adapted(ids).logits, base(ids).logits
@@ -146,9 +152,6 @@ def tiny_falcon_dir(path) -> str:
     return str(path)
 
 
-@pytest.mark.xfail(strict=True, reason="transformers 5 quantizes only modules whose type is exactly nn.Linear "
-                   "(integrations/bitsandbytes.py, replace_with_bnb_linear); Falcon's layers are FalconLinear, a subclass, so "
-                   "falcon-rw-1b loads in full precision under strategy qlora. Remove this mark once _load_base quantizes them.")
 def test_qlora_loads_every_linear_layer_of_a_falcon_model_in_4_bit(tmp_path):
     pytest.importorskip("bitsandbytes")
     cfg = make_config("qa", "smoke", model=tiny_falcon_dir(tmp_path), strategy="qlora", lora_r=4)
@@ -158,3 +161,7 @@ def test_qlora_loads_every_linear_layer_of_a_falcon_model_in_4_bit(tmp_path):
     left = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and type(m).__name__ != "Linear4bit"
             and m is not head and "lora_" not in n]
     assert left == [], f"{len(left)} linear layers left in full precision, e.g. {left[:2]}"
+    from transformers.models.falcon import modeling_falcon
+    assert modeling_falcon.FalconLinear is not torch.nn.Linear, "the stand-in must not outlive the load"
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad(): assert torch.isfinite(model(input_ids=ids).logits).all()

@@ -1,8 +1,17 @@
-"""README.md says what nbs/index.ipynb says, and names the two set-up commands."""
-import importlib.util
+"""README.md says what nbs/index.ipynb says, and every `domaintune` command it (or a lesson) shows works as written:
+run in order in a scratch directory through the installed console script, as a new user would, at the smoke budget."""
+import argparse, importlib.util, json, os, re, shlex, shutil, subprocess, sys
 from pathlib import Path
+import pytest
+
+from domaintune_course import cli
+from nbpaths import LESSONS, NOTEBOOKS, REFERENCE
+from domaintune_course.data import bundled_path, load_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).with_name("domaintune")
+SHELL_BLOCK = re.compile(r"^```(?:bash|sh|shell|console)?[ \t]*\n(.*?)^```", re.S | re.M)
+INLINE = re.compile(r"`(domaintune [^`]+)`")
 
 
 def _render():
@@ -20,6 +29,123 @@ def test_readme_names_setup_commands_and_every_lesson():
     "The README keeps `make demo` and `make test`, and links every lesson notebook."
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make demo" in text and "make test" in text
-    lessons = [p.name for p in (ROOT / "nbs").glob("[0-9]*.ipynb") if not p.name.startswith("90_")]
-    missing = [n for n in lessons if n not in text]
-    assert not missing, f"lessons missing from the README's lesson map: {missing}"
+    lessons, reference = text.split("\n## Reference\n")[0].split("\n## Lessons\n")[1], text.split("\n## Reference\n")[1]
+    missing = [p.name for p in LESSONS if f"(nbs/{p.name})" not in lessons] + [p.name for p in REFERENCE if f"(nbs/reference/{p.name})" not in reference]
+    assert not missing, f"notebooks missing from the README's lesson map (lessons) or its reference table: {missing}"
+
+
+# ---- the documented commands ---------------------------------------------------------------------------------------
+
+def markdown_of(path: Path) -> str:
+    "The markdown a reader sees: the README, or a notebook's markdown cells."
+    if path.suffix == ".md": return path.read_text(encoding="utf-8")
+    return "\n\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "markdown")
+
+
+def shell_commands(markdown: str) -> list[list[str]]:
+    "The `domaintune` command lines of the fenced shell blocks, in order, split as a shell splits them (comments dropped)."
+    out = []
+    for block in SHELL_BLOCK.findall(markdown):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line.startswith("domaintune "): out.append(shlex.split(line, comments=True))
+    return out
+
+
+# the README and every lesson with a command-line section (index.ipynb is the README's source: its commands run once, as the README's)
+DOCUMENTS = [ROOT / "README.md"] + [p for p in LESSONS + REFERENCE if shell_commands(markdown_of(p))]
+
+
+def test_the_readme_documents_every_task_end_to_end():
+    "The quick start shows, for each task, the whole path a user takes: prepare, train, evaluate, generate; then the runs."
+    cmds = shell_commands(markdown_of(ROOT / "README.md"))
+    for task in ("qa", "classify", "summarize"):
+        missing = {"prepare", "train", "evaluate", "generate"} - {c[1] for c in cmds if _task_of(c, cmds) == task}
+        assert not missing, f"the README's quick start has no {sorted(missing)} command for the {task} task"
+    assert {("env",), ("runs", "list"), ("runs", "show")} <= {tuple(c[1:3]) if c[1] == "runs" else (c[1],) for c in cmds}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict:
+    "The parser's subcommands and their parsers."
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def undocumented_parts(argv: list[str]) -> list[str]:
+    "The subcommand or flags of a documented `domaintune ...` line that the CLI's parser does not have."
+    parser = cli.build_parser()
+    subs, top, args = _subparsers(parser), set(parser._option_string_actions), argv[1:]
+    while args and args[0].startswith("-"): args = args[2:] if args[0] == "--runs-dir" else args[1:]
+    if args and args[0] not in subs: return [f"subcommand {args[0]!r}"]
+    known = top | (set(subs[args[0]]._option_string_actions) if args else set())
+    return [f"flag {a.split('=')[0]!r}" for a in argv[1:] if a.startswith("-") and a.split("=")[0] not in known]
+
+
+@pytest.mark.parametrize("doc", [ROOT / "README.md"] + NOTEBOOKS, ids=lambda p: p.name)
+def test_documented_commands_and_flags_exist(doc):
+    "Every `domaintune` command shown, in a shell block or inline, names a subcommand and flags the parser has, and parses."
+    text = markdown_of(doc)
+    lines = shell_commands(text) + [shlex.split(s) for s in INLINE.findall(text) if "..." not in s and "<" not in s]
+    for argv in lines:
+        assert not undocumented_parts(argv), f"{doc.name}: `{shlex.join(argv)}` uses {undocumented_parts(argv)}, which the CLI does not have"
+    for argv in shell_commands(text):  # the runnable ones must also parse (required arguments, choices, types)
+        try: cli.build_parser().parse_args(argv[1:])
+        except SystemExit as e: pytest.fail(f"{doc.name}: `{shlex.join(argv)}` does not parse (exit {e.code})")
+
+
+def _task_of(argv: list[str], cmds: list[list[str]]) -> str | None:
+    "The task a command works on: its --task, or that of the run it names (the `train --out` that created it)."
+    if "--task" in argv: return argv[argv.index("--task") + 1]
+    run = argv[argv.index("--run") + 1] if "--run" in argv else (argv[3] if argv[1:3] == ["runs", "show"] and len(argv) > 3 else None)
+    made = [c for c in cmds if c[1] == "train" and "--out" in c and c[c.index("--out") + 1] == run]
+    return _task_of(made[0], cmds) if made else None
+
+
+def data_files(cmds: list[list[str]]) -> dict[str, str]:
+    "{data file named in the commands: its task}: `prepare FILE --task T`, `train --task T --data FILE`, `evaluate --run R --data FILE`."
+    files = {}
+    for c in cmds:
+        name = c[2] if c[1] == "prepare" else (c[c.index("--data") + 1] if "--data" in c else None)
+        if name is not None: files[name] = _task_of(c, cmds)
+    return files
+
+
+def supply(path: Path, task: str) -> Path:
+    "A user's data file for `task`: the task's bundled data set, copied, or converted to the format the name asks for."
+    src = bundled_path(task)
+    if path.suffix == src.suffix: return Path(shutil.copyfile(src, path))
+    import pandas as pd
+    df = pd.DataFrame(load_task_data(task)).drop(columns=["references"], errors="ignore")
+    {".csv": lambda: df.to_csv(path, index=False), ".parquet": lambda: df.to_parquet(path),
+     ".jsonl": lambda: df.to_json(path, orient="records", lines=True, force_ascii=False)}[path.suffix]()
+    return path
+
+
+def run_documented(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    "One documented command through the installed console script, as a user types it (the smoke budget; runs in ./runs)."
+    env = {k: v for k, v in os.environ.items() if k != "DOMAINTUNE_RUNS"} | {"DOMAINTUNE_PROFILE": "smoke", "MPLBACKEND": "Agg"}
+    return subprocess.run([str(EXE), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
+def test_documented_commands_run_as_written(doc, tmp_path):
+    "The shell commands of the README (and of a lesson's command-line section) run in order on a user's data files and succeed."
+    cmds = shell_commands(markdown_of(doc))
+    files = data_files(cmds)
+    unknown = [f for f, t in files.items() if t is None]
+    assert not unknown, f"{doc.name}: cannot tell which task the data file(s) {unknown} are for"
+    for name, task in files.items(): supply(tmp_path / name, task)
+    for argv in cmds:
+        r = run_documented(argv, tmp_path)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{doc.name}: `{shlex.join(argv)}` exited {r.returncode}:\n{r.stderr[-3000:]}"
+        if argv[1:3] == ["runs", "show"]:
+            shown = json.loads(r.stdout)
+            source = Path(shown["data"]["source"]).name
+            assert source in files and shown["data"]["read"]["records"] > 0, shown["data"]
+
+
+def test_the_flag_check_catches_what_the_cli_lacks():
+    "The documentation check is not vacuous: a made-up flag or subcommand is caught, real ones pass."
+    assert undocumented_parts(["domaintune", "train", "--task", "qa", "--epochz", "2"]) == ["flag '--epochz'"]
+    assert undocumented_parts(["domaintune", "fine-tune", "--task", "qa"]) == ["subcommand 'fine-tune'"]
+    assert undocumented_parts(["domaintune", "--runs-dir", "r", "runs", "list", "--json"]) == []
+    assert shell_commands("text\n```bash\n$ domaintune env   # hi\nmake demo\n```\n") == [["domaintune", "env"]]

@@ -53,6 +53,10 @@ def test_evaluate_on_test_split(trained):
         assert d["low"] <= d["delta"] <= d["high"]
         assert d["delta"] == pytest.approx(result["finetuned"][t] - result["base"][t], abs=1e-9)
     assert json.loads((run / "eval.json").read_text())["n"] == result["n"]
+    gen = json.loads((run / "generation.json").read_text())
+    for system in ("base", "finetuned"):
+        t = result["generation_time"][system]
+        assert t["examples"] == result["n"] and t["seconds"] > 0 and 0 < t["new_tokens"] <= result["n"] * gen["max_new_tokens"]
     with open(run / "results.csv", newline="", encoding="utf-8") as f: rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == test_ids
     assert {"dialogue", "references", "base_summary", "finetuned_summary"} <= set(rows[0])
@@ -100,3 +104,14 @@ def test_from_run_continues_from_the_merged_model(trained, tmp_path):
     assert metrics["global_step"] == 2
     assert (tmp_path / "r2" / "base" / "config.json").is_file(), "the first run's adapter is merged into a base for the second"
     assert json.loads((tmp_path / "r2" / "model" / "finetune.json").read_text())["model"] == str(tmp_path / "r2" / "base")
+
+
+def test_compare_summaries_scores_rougelsum_sentence_by_sentence():
+    "rougeLsum matches sentence with sentence, so a summary saying the reference's sentences in another order keeps it (not rougeL)."
+    refs = ["#Person1# asks Dr. Lee about the pills at 9 p.m. tonight. #Person2# says to take two with water.",
+            "#Person1# books a table for four. #Person2# confirms it for Friday."]
+    reordered = ["#Person2# says to take two with water. #Person1# asks Dr. Lee about the pills at 9 p.m. tonight.",
+                 "#Person2# confirms it for Friday. #Person1# books a table for four."]
+    c = summarize.compare_summaries(["#Person1# talks to #Person2#."] * 2, reordered, refs, seed=0)
+    assert c["finetuned"]["rougeLsum"] == pytest.approx(1.0) and c["finetuned"]["rougeL"] < 0.75
+    assert "Punkt" in c["rougeLsum_sentences"]

@@ -9,21 +9,16 @@ __all__ = ['PROMPT_STYLE', 'prepare', 'qa_example', 'train', 'score_answers', 'p
            'rag_instruction', 'compare', 'generate']
 
 # %% ../../nbs/03_domain_qa.ipynb #7fa97394
-import json, shutil
+import json, math, shutil
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
-from ..config import InputError, TrainConfig
-from ..data import SPLITS, build_example, build_prompt, clean_records, load_task_data, split_records
+from ..config import InputError, TrainConfig, rehearsal_cap
+from ..data import SPLITS, build_example, build_prompt, clean_records, load_task_data, prepare_data, split_records
 from ..models import resolve_model
 from .. import metrics, qlora
 
 # %% ../../nbs/03_domain_qa.ipynb #60e7c8a2
-def _write_jsonl(rows: list[dict], path: Path) -> Path:
-    "Write rows as JSON Lines."
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
 def _read_jsonl(path: Path) -> list[dict]:
     "Rows of a JSON Lines file."
     return [json.loads(l) for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
@@ -39,16 +34,7 @@ def prepare(path: str | Path | None, # a prompt/completion (or question/answer, 
             seed: int = 42, # the split seed
            ) -> dict:
     "Validate, clean and split Q&A records; write `train/validation/test.jsonl`, `manifest.json`, `report.json`; return the report."
-    cleaned, cleaning = clean_records(load_task_data("qa", path), "qa", seed=seed)
-    if len(cleaned) < 3: raise InputError(f"{path}: only {len(cleaned)} usable records after cleaning; a split needs at least 3. Fix: add records.")
-    splits, manifest = split_records(cleaned, "qa", seed)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    for k in SPLITS: _write_jsonl(splits[k], out / f"{k}.jsonl")
-    keep = ("records_in", "records_out", "whitespace_normalised", "too_short", "exact_duplicates", "near_duplicates", "blocked_total")
-    report = dict(task="qa", source=str(path or "chronic_care_qa.jsonl"), counts=manifest["counts"], **{k: cleaning[k] for k in keep},
-                  groups={k: len({r.get("group", r["id"]) for r in v}) for k, v in splits.items()})
-    _write_json(manifest, out / "manifest.json"); _write_json(report, out / "report.json")
-    return report
+    return prepare_data("qa", path, out_dir, seed)
 
 # %% ../../nbs/03_domain_qa.ipynb #d55221d6
 PROMPT_STYLE = "auto" # the tokenizer's chat template when it has one, else the instruction template
@@ -86,7 +72,8 @@ def train(cfg: TrainConfig, # the run's configuration (task qa)
     history = out.pop("log_history")
     _write_json(history, run_dir / "history.json")
     metrics.plot_loss_curves(history).savefig(run_dir / "loss_curves.png", dpi=100)
-    return out | dict(fit=metrics.diagnose_fit(history), train_records=len(train_recs), validation_records=len(val_recs[:cfg.eval_limit]))
+    fit = metrics.diagnose_fit(history, chance=dict(chance_loss=math.log(out["vocab_size"])))  # guessing over the vocabulary
+    return out | dict(fit=fit, train_records=len(train_recs), validation_records=len(val_recs[:cfg.eval_limit]))
 
 # %% ../../nbs/03_domain_qa.ipynb #76422ada
 def score_answers(model, tokenizer, # a causal LM (a PeftModel's adapter may be disabled around this call)
@@ -95,12 +82,13 @@ def score_answers(model, tokenizer, # a causal LM (a PeftModel's adapter may be 
                   batch_size: int = 8, # examples per forward pass
                   max_new_tokens: int = 96, # answer budget when generating
                   instructions: list[str] | None = None, # one instruction per record (retrieval notes), or None
+                  progress: bool | str = True, # the generation's progress bar (a string is its label)
                  ) -> dict:
     "Perplexity of the reference answers, generated answers and their token F1 for one system."
     instructions = instructions or [None] * len(records)
     pairs = [qa_example(r, tokenizer, i) for r, i in zip(records, instructions)]
     losses = qlora.completion_losses(model, tokenizer, pairs, max_length, batch_size)
-    answers = qlora.generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens, batch_size)
+    answers = qlora.generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens, batch_size, progress=progress)
     f1 = [metrics.token_f1(a, r["completion"]) for a, r in zip(answers, records)]
     return dict(perplexity=metrics.perplexity([s / n for s, n in losses], [n for _, n in losses]), token_f1=sum(f1) / len(f1),
                 f1=f1, nll=[s / n for s, n in losses], answers=answers)
@@ -112,8 +100,8 @@ def _summary(s: dict, seed: int) -> dict:
     return dict(perplexity=round(s["perplexity"], 3), token_f1=round(s["token_f1"], 4), token_f1_low=round(low, 4), token_f1_high=round(high, 4))
 
 def _answer_budget(cfg: TrainConfig) -> int:
-    "New tokens allowed per answer: 96, less for very short budgets."
-    return min(96, cfg.max_length // 2)
+    "New tokens allowed per answer: 96, less for very short budgets (and a rehearsal's few)."
+    return rehearsal_cap(cfg, "new_tokens", min(96, cfg.max_length // 2))
 
 # %% ../../nbs/03_domain_qa.ipynb #f526fdce
 def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, token_f1_high}
@@ -132,12 +120,9 @@ def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, t
     return fig
 
 # %% ../../nbs/03_domain_qa.ipynb #29c8b83a
-def _base_scores(model, tokenizer, cfg: TrainConfig, records, **kw) -> dict:
-    "Scores of the base model: the adapter disabled, or the base loaded anew for a full fine-tune."
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter(): return score_answers(model, tokenizer, records, cfg.max_length, cfg.batch_size, _answer_budget(cfg), **kw)
-    base, _ = qlora.load_for_training(replace(cfg, strategy="full"))
-    return score_answers(base.eval(), tokenizer, records, cfg.max_length, cfg.batch_size, _answer_budget(cfg), **kw)
+def _scores(model, tokenizer, cfg: TrainConfig, records, name: str, extra_length: int = 0, **kw) -> dict:
+    "`score_answers` of one system with the run's budget; `name` labels its progress bar."
+    return score_answers(model, tokenizer, records, cfg.max_length + extra_length, cfg.eval_batch_size, _answer_budget(cfg), progress=name, **kw)
 
 def _eval_records(run_dir: Path, data, limit: int | None, cfg: TrainConfig) -> list[dict]:
     "The records to score: a user's file, or the run's test split; the first `limit` of them."
@@ -154,12 +139,12 @@ def evaluate(run_dir: Path | str, # a finished qa run
     "Base vs fine-tuned on held-out questions: perplexity, token F1 with intervals, side-by-side answers; writes eval.json and a plot."
     run_dir = Path(run_dir); cfg = qlora.finetune_config(run_dir)
     recs = _eval_records(run_dir, data, limit, cfg)
-    model, tok = qlora.load_finetuned(run_dir)
-    base = _base_scores(model, tok, cfg, recs)
-    tuned = score_answers(model, tok, recs, cfg.max_length, cfg.batch_size, _answer_budget(cfg))
+    tok, models = qlora.base_then_finetuned(run_dir)
+    base, tuned = (_scores(model, tok, cfg, recs, name) for name, model in models)
     table = dict(base=_summary(base, cfg.seed), finetuned=_summary(tuned, cfg.seed))
     out = table | dict(n=len(recs), data=str(data or "test split"), f1_gain=metrics.paired_bootstrap(base["f1"], tuned["f1"], seed=cfg.seed),
                        fine_tuned_ahead_on_perplexity=tuned["perplexity"] < base["perplexity"],
+                       generation_time=dict(base=base["answers"].stats(), finetuned=tuned["answers"].stats(), device=qlora.inference_device()),
                        examples=[dict(question=r["prompt"], reference=r["completion"], base=b, finetuned=t)
                                  for r, b, t in zip(recs, base["answers"], tuned["answers"])])
     plot_systems(table).savefig(run_dir / "eval_comparison.png", dpi=100)
@@ -210,12 +195,14 @@ def compare(run_dir: Path | str, # a finished qa run
            ) -> tuple[dict, dict]:
     "Summary table and raw scores for base, base + retrieval and fine-tuned on the same records."
     cfg = qlora.finetune_config(run_dir)
-    model, tok = qlora.load_finetuned(run_dir)
     rag = [rag_instruction(n) for n in retrieve([r["prompt"] for r in records], corpus, k)]
-    raw = dict(base=_base_scores(model, tok, cfg, records))
-    with model.disable_adapter():
-        raw["base + retrieval"] = score_answers(model, tok, records, cfg.max_length + 160 * k, cfg.batch_size, _answer_budget(cfg), rag)
-    raw["fine-tuned"] = score_answers(model, tok, records, cfg.max_length, cfg.batch_size, _answer_budget(cfg))
+    tok, models = qlora.base_then_finetuned(run_dir)
+    raw = {}
+    for name, model in models:
+        if name == "base":
+            raw["base"] = _scores(model, tok, cfg, records, "base")
+            raw["base + retrieval"] = _scores(model, tok, cfg, records, "base + retrieval", extra_length=160 * k, instructions=rag)
+        else: raw["fine-tuned"] = _scores(model, tok, cfg, records, "fine-tuned")
     return {name: _summary(s, cfg.seed) for name, s in raw.items()}, raw
 
 # %% ../../nbs/03_domain_qa.ipynb #371892bf
@@ -226,4 +213,4 @@ def generate(run_dir: Path | str, # a finished qa run
     cfg = qlora.finetune_config(run_dir)
     model, tok = qlora.load_finetuned(run_dir)
     prompts = [build_prompt("qa", dict(prompt=t), tok, style=PROMPT_STYLE) for t in texts]
-    return qlora.generate(model, tok, prompts, _answer_budget(cfg), cfg.batch_size, cfg.seed)
+    return qlora.generate(model, tok, prompts, _answer_budget(cfg), cfg.eval_batch_size, cfg.seed, progress=len(texts) > 1)

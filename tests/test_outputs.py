@@ -1,0 +1,36 @@
+"""Every lesson is committed with the outputs of a real run at the cpu profile (`make outputs`), and they are fresh: the
+fingerprint the run left in the notebook's metadata matches its code cells, the package modules it imported, and the
+outputs themselves (`course.stale`)."""
+import json
+import pytest
+from domaintune_course.course import META_KEY, stale
+from nbpaths import LESSONS
+
+MAX_NOTEBOOK_BYTES = 1_500_000
+
+
+@pytest.mark.parametrize("nb", LESSONS, ids=[p.stem for p in LESSONS])
+def test_committed_outputs_are_fresh(nb):
+    "Changed code or modules since the run, or outputs edited by hand, fail here with the command that refreshes them."
+    why = stale(nb)
+    assert not why, f"{'; '.join(why)}. Fix: make outputs LESSONS={nb.stem} (runs it at the cpu profile), then commit {nb.relative_to(nb.parents[1])}"
+
+
+@pytest.mark.parametrize("nb", LESSONS, ids=[p.stem for p in LESSONS])
+def test_outputs_come_from_the_cpu_profile_and_show_something(nb):
+    "The committed outputs are the cpu lesson budget's, and a reader sees results: text, tables or images in most cells."
+    d = json.loads(nb.read_text(encoding="utf-8"))
+    assert d["metadata"][META_KEY]["profile"] == "cpu", f"{nb.name}: outputs made at {d['metadata'][META_KEY]['profile']}: make outputs LESSONS={nb.stem}"
+    code = [c for c in d["cells"] if c["cell_type"] == "code"]
+    shown = [c for c in code if c.get("outputs")]
+    assert len(shown) >= len(code) // 3, f"{nb.name}: only {len(shown)} of {len(code)} code cells show anything"
+    errors = [o.get("ename") for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{nb.name}: committed outputs contain errors: {errors}"
+    assert nb.stat().st_size < MAX_NOTEBOOK_BYTES
+
+
+def test_every_lesson_has_a_measured_cpu_cost():
+    "make outputs records each lesson's time and memory at the cpu profile: the cost table every lesson opens with shows it."
+    from domaintune_course.course import COSTS_FILE
+    measured = json.loads(COSTS_FILE.read_text(encoding="utf-8")).get("cpu", {}).get("lessons", {})
+    assert not [nb.stem for nb in LESSONS if nb.stem not in measured], "run make outputs (it records the costs)"

@@ -1,0 +1,132 @@
+"""The GPU profiles rehearsed on this CPU: every task through the `domaintune` command under t4, p100, l4 and a100, and
+every lesson under t4 and a100, with tiny models of the profiles' architectures and the hub's data sets served by a
+loopback stand-in for the hub (`testing.MockHub`), the budgets capped by `DOMAINTUNE_REHEARSAL=1`.
+
+Each case runs in a process of its own: `HF_HUB_OFFLINE` and `HF_ENDPOINT` are read once per process by huggingface_hub
+and datasets, and the test session itself runs offline (conftest)."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+
+from domaintune_course.config import make_config
+from domaintune_course.models import REGISTRY
+from domaintune_course.testing import MockHub, hub_env, tiny_hub
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_PROFILES = ("t4", "p100", "l4", "a100")
+LESSON_PROFILES = ("t4", "a100")
+from nbpaths import LESSONS as NOTEBOOKS  # the lessons (the reference notebooks hold no profile-dependent run)
+RUNNER = """
+import sys, nbdev.test as t
+for nb in sys.argv[1:]:
+    ok, secs = t.test_nb(nb, skip_flags=['slow'])
+    print(f"LESSON {nb} {'ok' if ok else 'FAILED'} {secs:.0f}s", flush=True)
+"""  # one process for all lessons of a profile: torch, transformers and the rest are imported once, not twelve times
+DRIVER = """
+import contextlib, io, json, sys
+from domaintune_course import cli
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main([str(a) for a in argv])
+    return dict(code=code, out=out.getvalue(), err=err.getvalue()[-4000:])
+texts = dict(qa="How often should I check my blood pressure?", classify="A wonderful, moving film.",
+             summarize="#Person1#: Is the bus late?\\n#Person2#: Yes, by ten minutes.")
+result = {}
+for task in ("qa", "classify", "summarize"):
+    train = run("train", "--task", task, "--out", f"{task}-run")
+    done = train["code"] == 0
+    result[task] = dict(train=train, evaluate=run("evaluate", "--run", f"{task}-run") if done else None,
+                        generate=run("generate", "--run", f"{task}-run", texts[task]) if done else None)
+print("REHEARSAL " + json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    "The tiny hub repositories, served on a loopback port, and a download cache shared by every rehearsal of this module."
+    root = tiny_hub(tmp_path_factory.mktemp("hub"))
+    home = tmp_path_factory.mktemp("hf-home")
+    with MockHub(root) as h:
+        h.home = home
+        yield h
+
+
+def rehearsal_env(hub, profile: str, runs: Path) -> dict:
+    "The environment of a rehearsal of `profile`: online to the stand-in hub, budgets capped."
+    return {**os.environ, **hub_env(hub.endpoint, hub.home), "DOMAINTUNE_REHEARSAL": "1", "DOMAINTUNE_PROFILE": profile,
+            "DOMAINTUNE_RUNS": str(runs), "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _start(cmd: list, env: dict, cwd: Path, logs: Path) -> tuple:
+    "Start a rehearsal in its own process, on one torch thread (two run at once on two cores), its output going to files."
+    out, err = open(logs / "stdout", "w"), open(logs / "stderr", "w")
+    env = env | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True), logs
+
+
+def _finish(started: tuple, timeout: float) -> subprocess.CompletedProcess:
+    "Wait for a started rehearsal; its exit status and output, as `subprocess.run` gives them."
+    proc, logs = started
+    try: proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, (logs / "stdout").read_text(), (logs / "stderr").read_text())
+
+
+@pytest.fixture(scope="module")
+def cli_rehearsals(hub, tmp_path_factory):
+    "Every GPU profile's CLI rehearsal, started at once (they share nothing but the read-only stand-in hub and its cache)."
+    started = {}
+    for profile in GPU_PROFILES:
+        work = tmp_path_factory.mktemp(f"cli-{profile}")
+        started[profile] = (_start([sys.executable, "-c", DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work), work)
+    yield started
+    for (proc, _), _ in started.values():
+        if proc.poll() is None: proc.kill()
+
+
+@pytest.mark.parametrize("profile", GPU_PROFILES)
+def test_every_task_rehearses_through_the_command_line(profile, hub, cli_rehearsals):
+    "train, evaluate and generate for qa, classify and summarize, with the profile's models, precision, optimizer and data."
+    started, tmp_path = cli_rehearsals[profile]
+    r = _finish(started, timeout=1500)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("REHEARSAL ")), None)
+    assert line, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    result = json.loads(line[len("REHEARSAL "):])
+    for task, steps in result.items():
+        for step, out in steps.items(): assert out and out["code"] == 0, f"{profile} {task} {step}: {out and out['err']}"
+        cfg = make_config(task, profile, rehearsal=False)
+        saved = json.loads((tmp_path / "runs" / f"{task}-run" / "config.json").read_text())["config"]
+        assert (saved["model"], saved["precision"], saved["optimizer"], saved["batch_size"], saved["grad_accum"], saved["max_length"]) == \
+               (cfg.model, cfg.precision, cfg.optimizer, cfg.batch_size, cfg.grad_accum, cfg.max_length)
+        assert saved["extra"]["rehearsal"]["records"] > 0
+        metrics = json.loads(steps["train"]["out"].strip().splitlines()[-1])["metrics"]
+        assert metrics["substitutions"]["precision"] == dict(asked=cfg.precision, used="fp32", why="no CUDA GPU")
+        assert metrics["substitutions"]["optimizer"]["used"] == "adamw_torch" and "On this machine:" in steps["train"]["out"]
+        if task == "qa": assert metrics["fit"].startswith("at chance")  # random weights: no better than guessing over the vocabulary
+        if task == "summarize": assert metrics["data_source"] == "knkarthick/dialogsum"
+    assert any(f"/{REGISTRY[make_config('summarize', profile).model].hub_id}/resolve/" in q for q in hub.requests)
+    assert any("/datasets/knkarthick/dialogsum/resolve/" in q for q in hub.requests)
+
+
+@pytest.fixture(scope="module")
+def lesson_rehearsals(hub, tmp_path_factory):
+    "Both profiles' lesson rehearsals, started at once, each on its own copy of the notebooks (its closing export cell then writes there)."
+    started = {}
+    for profile in LESSON_PROFILES:
+        work = tmp_path_factory.mktemp(f"lessons-{profile}")
+        (work / "nbs").mkdir(); shutil.copy(ROOT / "pyproject.toml", work)
+        for nb in NOTEBOOKS: shutil.copy(nb, work / "nbs" / nb.name)
+        cmd = [sys.executable, "-c", RUNNER, *(str(work / "nbs" / nb.name) for nb in NOTEBOOKS)]
+        started[profile] = _start(cmd, rehearsal_env(hub, profile, work / "runs"), work / "nbs", work)
+    yield started
+    for proc, _ in started.values():
+        if proc.poll() is None: proc.kill()
+
+
+@pytest.mark.parametrize("profile", LESSON_PROFILES)
+def test_every_lesson_rehearses(profile, lesson_rehearsals):
+    "Every lesson runs top to bottom under the profile, its `#| gpu` cells included (`#| slow` ones left out, as in the smoke run)."
+    r = _finish(lesson_rehearsals[profile], timeout=2400)
+    done = dict(l.split()[1:3] for l in r.stdout.splitlines() if l.startswith("LESSON "))
+    failed = [Path(nb).name for nb, status in done.items() if status != "ok"]
+    assert len(done) == len(NOTEBOOKS) and not failed, f"under {profile}: failed {failed}, ran {len(done)} of {len(NOTEBOOKS)}\n{r.stderr[-8000:]}"
