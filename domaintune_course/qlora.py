@@ -22,7 +22,7 @@ from .config import InputError, TrainConfig, rehearsal_records
 from .models import LORA_TARGETS, load_model, load_tokenizer, load_permissions
 from .batching import CompletionCollator, course_trainer, encode_prompt, ensure_pad_token, make_collator, tokenize_example
 from .training import (EQUIVALENT_LINEARS, compute_dtype, training_arguments, substitutions, describe_substitutions,
-    one_device, newest_checkpoint, last_checkpoint, peak_memory, dir_size_mb, transformer_blocks, freeze_lower_blocks,
+    one_device, keep_trainable_layout, newest_checkpoint, last_checkpoint, peak_memory, dir_size_mb, transformer_blocks, freeze_lower_blocks,
     plain_linear_layers, end_marker_ids, EndsWith, Generations, length_batches,
     _optimizer, _stop_ids, _stop_kwargs, _generate_batch, _bar, _train_metrics, _kept, _tokens_before, _timed_train)
 
@@ -81,6 +81,7 @@ def _load_base(cfg: TrainConfig, tokenizer):
     if quant and torch.cuda.is_available(): kw["device_map"] = {"": 0}
     with plain_linear_layers(EQUIVALENT_LINEARS) if quant else nullcontext():  # Falcon's linear layers quantized like any other
         model = load_model(cfg.model, dtype=dtype, **kw, **load_permissions(cfg.extra))
+    if quant: keep_trainable_layout(model)  # an evaluation must not repack the 4-bit layers that train (reference/training)
     if torch.cuda.is_available() and not quant: model.to("cuda")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False

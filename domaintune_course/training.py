@@ -7,7 +7,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/training.h
 # %% auto #0
 __all__ = ['EQUIVALENT_LINEARS', 'compute_dtype', 'substitutions', 'describe_substitutions', 'training_arguments', 'one_device',
            'newest_checkpoint', 'last_checkpoint', 'dir_size_mb', 'peak_memory', 'transformer_blocks',
-           'freeze_lower_blocks', 'plain_linear_layers', 'end_marker_ids', 'EndsWith', 'Generations', 'length_batches']
+           'freeze_lower_blocks', 'plain_linear_layers', 'keep_trainable_layout', 'end_marker_ids', 'EndsWith',
+           'Generations', 'length_batches']
 
 # %% ../nbs/reference/training.ipynb #57d28f99
 import importlib, json, threading, time
@@ -184,6 +185,14 @@ def plain_linear_layers(equivalents: dict | None = None, # {architecture: (modul
     try: yield
     finally:
         for mod, name, cls in saved: setattr(mod, name, cls)
+
+# %% ../nbs/reference/training.ipynb #8476627f
+def keep_trainable_layout(model, # a model whose 4-bit layers will train (through LoRA) after evaluations
+                         ):
+    "Stop bitsandbytes repacking `model`'s 4-bit layers for its CPU inference kernel, whose layout training cannot use; returns `model`."
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"): m.support_avx512bf16_for_cpu = False
+    return model
 
 # %% ../nbs/reference/training.ipynb #12fab1de
 def _stop_ids(tokenizer) -> list[int]:
