@@ -1,4 +1,4 @@
-"""Run every benchmark (throughput, memory, quality, generation, lessons; the GPU check where there is a GPU) and write
+"""Run every benchmark (throughput, memory, quality, quantization, generation, lessons; the GPU check where there is a GPU) and write
 `SUMMARY.md`: a Markdown table per results file, each with the date, machine and command that produced it.
 
     python bench/run_all.py                      # everything (what `make bench` runs); expect a few hours on 2 CPU cores
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
-BENCHMARKS = ("throughput", "memory", "quality", "generation", "lessons", "gpu")
+BENCHMARKS = ("throughput", "memory", "quality", "quantization", "generation", "lessons", "gpu")
 SCRIPTS = dict(gpu="gpu_check")  # benchmark name -> script, where they differ
 
 
@@ -160,6 +160,18 @@ def generation_md(d: dict) -> str:
                       verdict, ""])
 
 
+def quantization_md(d: dict) -> str:
+    "Footprint and held-out loss before and after one LoRA budget per base precision; the rank sweep; round-trip errors."
+    info = (f"{d['model']}, {d['steps']} LoRA steps of {d['batch_size']} examples (learning rate {d['learning_rate']}, rank {d['lora_r']}, "
+            f"alpha {d['lora_alpha']}) on {d['train_examples']} training questions; loss in nats per answer token on {d['held_out']} held-out test questions.")
+    prec = [[k, v["footprint_mb"], v["loss_before"], v["loss_after"], v["trainable"], v["train_seconds"]] for k, v in d["precisions"].items()]
+    ranks = [[int(k), v["trainable"], v["loss_before"], v["loss_after"], v["train_seconds"]] for k, v in d["ranks"].items()]
+    trips = [[k, v["bits_per_weight"], v["relative_error"]] for k, v in d["roundtrip"]["formats"].items()]
+    return "\n".join([info, "", table(["base", "footprint MB", "loss before", "loss after", "trainable", "train s"], prec), "",
+                      "Rank sweep on the NF4 base (alpha / r fixed):", "", table(["rank", "trainable", "loss before", "loss after", "train s"], ranks), "",
+                      f"Round trip of `{d['roundtrip']['layer']}` {d['roundtrip']['shape']}:", "", table(["format", "bits per weight", "relative error"], trips), ""])
+
+
 def lessons_md(d: dict) -> str:
     "Minutes and peak memory per notebook, and the total."
     rows = [[nb, "ok" if r["ok"] else "**failed**", round(r["seconds"] / 60, 2), r["peak_rss_mb"]] for nb, r in d["notebooks"].items()]
@@ -187,7 +199,7 @@ def gpu_md(d: dict) -> str:
 
 
 SECTIONS = dict(throughput=("Training throughput", throughput_md), memory=("Memory: estimator vs measurement", memory_md),
-                quality=("Held-out quality", quality_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
+                quality=("Held-out quality", quality_md), quantization=("Quantization: fp32, 8-bit and NF4 under one LoRA budget", quantization_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
                 gpu=("GPU check", gpu_md))
 
 

@@ -139,9 +139,10 @@ def test_lessons_quick_and_summary(out):
 
 
 def test_summary_of_an_empty_directory(tmp_path):
-    assert script("run_all").main(["--summary-only", "--out", str(tmp_path)]) == 0
+    run_all = script("run_all")
+    assert run_all.main(["--summary-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "SUMMARY.md").read_text(encoding="utf-8")
-    assert text.count("Not run yet.") == 6 and "It needs a CUDA GPU" in text
+    assert text.count("Not run yet.") == len(run_all.SECTIONS) == 7 and "It needs a CUDA GPU" in text
 
 
 def test_bad_arguments_name_the_fix(tmp_path, capsys):
@@ -316,3 +317,43 @@ def test_make_outputs_runs_the_lessons_in_a_kernel():
     r = subprocess.run(["make", "-n", "outputs", "LESSONS=02_qlora 03_domain_qa"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "bench/lessons.py --write-outputs --only 02_qlora 03_domain_qa" in r.stdout, r.stdout + r.stderr
     with pytest.raises(SystemExit): script("lessons").main(["--write-outputs", "--quick", "--out", "/nonexistent"])
+
+
+def test_quantization_quick(out):
+    "fp32, 8-bit and NF4 bases under one LoRA budget, and the rank sweep: every figure lesson 01b quotes is written."
+    script("quantization").main(["--quick", "--out", str(out)])
+    d = read(out, "quantization.json")
+    runs = d["precisions"]
+    assert list(runs) == ["fp32", "int8", "nf4"]
+    assert runs["fp32"]["footprint_mb"] > runs["int8"]["footprint_mb"] > runs["nf4"]["footprint_mb"]
+    assert len({r["trainable"] for r in runs.values()}) == 1, "the same adapter on every base"
+    for r in runs.values(): assert math.isfinite(r["loss_before"]) and math.isfinite(r["loss_after"]) and r["loss_after"] != r["loss_before"]
+    ranks = {int(k): v["trainable"] for k, v in d["ranks"].items()}
+    assert len(ranks) == 3 and all(ranks[k] * min(ranks) == ranks[min(ranks)] * k for k in ranks), "trainable parameters linear in the rank"
+    assert d["ranks"][str(d["lora_r"])] == runs["nf4"]
+    e = {k: v["relative_error"] for k, v in d["roundtrip"]["formats"].items()}
+    assert e["fp16"] < e["int8, per row"] < e["nf4, per block"]
+
+
+def _numbers(tree) -> list[float]:
+    "Every number in a JSON tree."
+    if isinstance(tree, dict): return [x for v in tree.values() for x in _numbers(v)]
+    if isinstance(tree, list): return [x for v in tree for x in _numbers(v)]
+    return [float(tree)] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+def test_lesson_01b_quotes_the_committed_quantization_results():
+    "Every figure lesson 01b quotes from bench/results/quantization.json is in that file, at the precision quoted."
+    import re
+    d = json.loads((ROOT / "bench" / "results" / "quantization.json").read_text(encoding="utf-8"))
+    assert d["profile"] == "cpu" and not d["quick"]
+    cells = json.loads((ROOT / "nbs" / "01b_lora_nf4.ipynb").read_text(encoding="utf-8"))["cells"]
+    quote = next("".join(c["source"]) for c in cells if c["cell_type"] == "markdown" and "bench/results/quantization.json" in "".join(c["source"]))
+    assert d["command"] in quote and d["date"][:10] in quote
+    text = re.sub(r"`[^`]*`|\d{4}-\d\d-\d\d", " ", quote)  # commands and dates are checked above
+    values = _numbers(d)
+    quoted = re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)", text)
+    assert len(quoted) >= 10, quoted
+    for q in quoted:
+        places = len(q.split(".")[1]) if "." in q else 0
+        assert any(round(v, places) == float(q) for v in values), f"lesson 01b quotes {q}, which quantization.json does not hold"
