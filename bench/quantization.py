@@ -35,9 +35,8 @@ def main(argv=None):
     import torch
     from domaintune_course.batching import ensure_pad_token
     from domaintune_course.config import make_config
-    from domaintune_course.models import load_permissions, load_tokenizer
+    from domaintune_course.models import LORA_TARGETS, load_permissions, load_tokenizer
     from domaintune_course.scratch import budget_run, qa_features, quantized_base, roundtrip_errors
-    from domaintune_course.models import LORA_TARGETS
     from domaintune_course.training import compute_dtype
 
     profile = "smoke" if args.quick else args.profile

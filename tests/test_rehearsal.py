@@ -72,22 +72,29 @@ def _finish(started: tuple, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, (logs / "stdout").read_text(), (logs / "stderr").read_text())
 
 
+def _all_started(started: dict):
+    "Yield `started` (name -> `_start`'s result); afterwards kill whichever rehearsal is still running."
+    try: yield started
+    finally:
+        for proc, _ in started.values():
+            if proc.poll() is None: proc.kill()
+
+
 @pytest.fixture(scope="module")
 def cli_rehearsals(hub, tmp_path_factory):
     "Every GPU profile's CLI rehearsal, started at once (they share nothing but the read-only stand-in hub and its cache)."
     started = {}
     for profile in GPU_PROFILES:
         work = tmp_path_factory.mktemp(f"cli-{profile}")
-        started[profile] = (_start([sys.executable, "-c", DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work), work)
-    yield started
-    for (proc, _), _ in started.values():
-        if proc.poll() is None: proc.kill()
+        started[profile] = _start([sys.executable, "-c", DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work)
+    yield from _all_started(started)
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES)
 def test_every_task_rehearses_through_the_command_line(profile, hub, cli_rehearsals):
     "train, evaluate and generate for qa, classify and summarize, with the profile's models, precision, optimizer and data."
-    started, tmp_path = cli_rehearsals[profile]
+    started = cli_rehearsals[profile]
+    tmp_path = started[1]  # the rehearsal's working directory holds its logs and its runs
     r = _finish(started, timeout=1500)
     line = next((l for l in r.stdout.splitlines() if l.startswith("REHEARSAL ")), None)
     assert line, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
@@ -118,9 +125,7 @@ def lesson_rehearsals(hub, tmp_path_factory):
         for nb in NOTEBOOKS: shutil.copy(nb, work / "nbs" / nb.name)
         cmd = [sys.executable, "-c", RUNNER, *(str(work / "nbs" / nb.name) for nb in NOTEBOOKS)]
         started[profile] = _start(cmd, rehearsal_env(hub, profile, work / "runs"), work / "nbs", work)
-    yield started
-    for proc, _ in started.values():
-        if proc.poll() is None: proc.kill()
+    yield from _all_started(started)
 
 
 @pytest.mark.parametrize("profile", LESSON_PROFILES)
