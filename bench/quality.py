@@ -6,8 +6,11 @@ test split (`tasks/<task>.evaluate`), which no model trained or was tuned on. Or
 
 - classify: the fine-tuned encoder vs TF-IDF + logistic regression (fitted on the run's training split) vs zero-shot
   prompting of an instruct LM, all on the same test reviews (`classify.compare_systems`).
-- summarize: the base model vs the fine-tuned one, ROUGE with 95% intervals (from the task's evaluate).
-- qa: prompting vs retrieval vs the fine-tuned model (from the task's evaluate).
+- summarize: the base model with the task's prompt, with a few-shot prompt and with a better instruction, vs the fine-tuned
+  model (the task's `compare_prompts`): ROUGE with 95% intervals, prompt tokens and seconds per summary, and the paired
+  interval of each difference.
+- qa: the base model with the task's prompt, few-shot, a better instruction and retrieval, vs the fine-tuned model (the
+  task's `compare`): token F1 with intervals, perplexity, prompt tokens and seconds per answer, paired F1 gains.
 
 Targets (the lessons' issues), checked at the cpu profile and recorded per task under `targets`:
 - classify: `train` finishes in under 10 minutes and the fine-tuned encoder beats TF-IDF + logistic regression (trained on
@@ -104,23 +107,35 @@ def classify_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
 
 
 def summarize_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
-    "Base vs fine-tuned ROUGE from the task's evaluate, with the 95% paired interval of each difference; and its plot."
+    "Base, few-shot, better-instruction and fine-tuned summaries of the same held-out dialogues (the task's `compare_prompts`), ROUGE-L with intervals, cost and the fine-tuned model's paired gain; all four ROUGE types for base and fine-tuned with the paired interval of each difference; and the plot."
+    from domaintune_course.metrics import plot_metric_comparison
     from domaintune_course.tasks import summarize as s
-    ev = s.evaluate(run_dir, None, args.limit)
-    systems = {"base": dict(ev["base"], n=ev["n"]), "fine-tuned": dict(ev["finetuned"], n=ev["n"]),
-               "fine-tuned - base": {"n": ev["n"]} | {t: d["delta"] for t, d in ev["delta"].items()}
-                                    | {f"{t}_low": d["low"] for t, d in ev["delta"].items()} | {f"{t}_high": d["high"] for t, d in ev["delta"].items()}}
-    return systems, s.plot_rouge(ev)
+    cfg = s._run_config(run_dir)
+    records, _ = s.held_out(run_dir, None, args.limit or cfg.eval_limit)
+    table, raw = s.compare_prompts(run_dir, records)
+    ev = s.compare_summaries(list(raw["base"]), list(raw["fine-tuned"]), [r["references"] for r in records], seed=cfg.seed)
+    systems = {name: dict(row, n=len(records)) for name, row in table.items()}
+    systems["base"] |= ev["base"]; systems["fine-tuned"] |= ev["finetuned"]
+    systems["fine-tuned - base"] = ({"n": ev["n"]} | {t: d["delta"] for t, d in ev["delta"].items()}
+                                   | {f"{t}_low": d["low"] for t, d in ev["delta"].items()} | {f"{t}_high": d["high"] for t, d in ev["delta"].items()})
+    fig = plot_metric_comparison(table, "rougeL", {n: (r["rougeL_low"], r["rougeL_high"]) for n, r in table.items()},
+                                 title=f"Held-out dialogues (n={len(records)}): ROUGE-L, 95% intervals")
+    return systems, fig
 
 
 def qa_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
-    "Prompting, prompting with retrieval and the fine-tuned model on the same held-out questions (the task's `compare`); and its plot."
+    "Base, few-shot, better-instruction, retrieval and fine-tuned on the same held-out questions (the task's `compare`), each with the fine-tuned model's paired F1 gain over it; and the plot."
+    from domaintune_course import metrics
     from domaintune_course.tasks import qa
     cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8")) if (run_dir / "config.json").is_file() else {}
     limit = args.limit or cfg.get("config", {}).get("eval_limit")
     records = read_jsonl(run_dir / "data" / "test.jsonl")[:limit]
-    table, _ = qa.compare(run_dir, records, read_jsonl(run_dir / "data" / "train.jsonl"))
-    systems = {("prompting (base)" if n == "base" else n): dict(r, n=len(records)) for n, r in table.items()}
+    table, raw = qa.compare(run_dir, records, read_jsonl(run_dir / "data" / "train.jsonl"))
+    systems = {n: dict(r, n=len(records)) for n, r in table.items()}
+    for n in systems:
+        if n == "fine-tuned": continue
+        d = metrics.paired_bootstrap(raw[n]["f1"], raw["fine-tuned"]["f1"], seed=cfg.get("seed", 42))
+        systems[n] |= dict(finetuned_gain=round(d["delta"], 4), finetuned_gain_low=round(d["low"], 4), finetuned_gain_high=round(d["high"], 4))
     return systems, qa.plot_systems(table)
 
 

@@ -111,3 +111,27 @@ def test_cli_trains_evaluates_and_generates_on_a_user_file(model_dir, data_file,
     err = capsys.readouterr().err
     assert "base" in err and "finetuned" in err and "ex/s" in err and "2/2" in err, "a progress bar per system, with examples per second"
     assert main(["--runs-dir", str(out), "generate", "--run", str(run), "What colour is lamp 2?"]) == 0
+
+
+def test_prompt_baselines_draw_their_examples_from_the_corpus_only():
+    "Few-shot examples come from the training records, the same for every question; an unknown prompt or system is refused."
+    train, test = toy_qa_rows(12)[:8], toy_qa_rows(12)[8:]
+    few = qa.system_instructions("few-shot", test, train, shots=3, seed=0)
+    assert len(set(few)) == 1 and all(r["prompt"] in few[0] for r in qa.pick_shots(train, 3, 0))
+    assert not any(r["prompt"] in few[0] for r in test)
+    assert qa.system_instructions("plain", test, train) is None
+    assert qa.system_instructions("better instruction", test, train) == [qa.BETTER_INSTRUCTION] * len(test)
+    with pytest.raises(InputError, match="Unknown prompt kind"): qa.system_instructions("telepathy", test, train)
+    with pytest.raises(InputError, match="Unknown systems"): qa.compare("no-run", test, train, systems=("oracle",))
+
+
+def test_compare_scores_every_system_with_its_cost(trained):
+    run, _ = trained
+    recs = [json.loads(l) for l in (run / "data" / "test.jsonl").read_text().splitlines()][:2]
+    corpus = [json.loads(l) for l in (run / "data" / "train.jsonl").read_text().splitlines()]
+    table, raw = qa.compare(run, recs, corpus, shots=2, systems=("base", "base, few-shot", "fine-tuned, sampled"))
+    assert list(table) == ["base", "base, few-shot", "fine-tuned, sampled"]
+    assert table["base, few-shot"]["prompt_tokens"] > table["base"]["prompt_tokens"]
+    assert all(r["seconds_per_answer"] > 0 and 0 <= r["token_f1"] <= 1 for r in table.values())
+    assert raw["base"]["perplexity"] != raw["base, few-shot"]["perplexity"]  # the examples change what the model expects
+    assert len(raw["fine-tuned, sampled"]["answers"]) == 2

@@ -115,3 +115,18 @@ def test_compare_summaries_scores_rougelsum_sentence_by_sentence():
     c = summarize.compare_summaries(["#Person1# talks to #Person2#."] * 2, reordered, refs, seed=0)
     assert c["finetuned"]["rougeLsum"] == pytest.approx(1.0) and c["finetuned"]["rougeL"] < 0.75
     assert "Punkt" in c["rougeLsum_sentences"]
+
+
+def test_compare_prompts_scores_prompting_baselines_beside_the_fine_tuned_model(trained):
+    "Few-shot examples come from the run's training split; every system reports ROUGE-L with an interval, its cost, and its gap to the fine-tuned model."
+    root, run = trained
+    held, _ = summarize.held_out(run, limit=2)
+    train = [json.loads(l) for l in (run / "data" / "train.jsonl").read_text().splitlines()]
+    table, out = summarize.compare_prompts(run, held, shots=1)
+    assert list(table) == list(summarize.COMPARED) and all(len(out[s]) == 2 for s in table)
+    assert table["base, few-shot"]["prompt_tokens"] > table["base"]["prompt_tokens"]
+    assert all(r["rougeL_low"] <= r["rougeL"] <= r["rougeL_high"] and r["seconds_per_summary"] > 0 for r in table.values())
+    assert "finetuned_gain" in table["base"] and "finetuned_gain" not in table["fine-tuned"]
+    few = summarize.few_shot_instruction(train[:1])
+    assert train[0]["summary"] in few and not any(r["summary"] in few for r in held)
+    with pytest.raises(InputError, match="Unknown systems"): summarize.compare_prompts(run, held, systems=("oracle",))
