@@ -1,4 +1,4 @@
-"""Run every benchmark (throughput, memory, quality, quantization, generation, lessons; the GPU check where there is a GPU) and write
+"""Run every benchmark (throughput, memory, quality, hallucination, quantization, generation, lessons; the GPU check where there is a GPU) and write
 `SUMMARY.md`: a Markdown table per results file, each with the date, machine and command that produced it.
 
     python bench/run_all.py                      # everything (what `make bench` runs); expect a few hours on 2 CPU cores
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
-BENCHMARKS = ("throughput", "memory", "quality", "quantization", "generation", "lessons", "gpu")
+BENCHMARKS = ("throughput", "memory", "quality", "hallucination", "quantization", "generation", "lessons", "gpu")
 SCRIPTS = dict(gpu="gpu_check")  # benchmark name -> script, where they differ
 
 
@@ -32,7 +32,7 @@ def run(name: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).with_name(f"{SCRIPTS.get(name, name)}.py")), "--out", str(args.out)] + (quick if args.quick else [])
     if name == "quality" and args.runs: cmd += ["--runs", *args.runs]
     causal = [r for r in args.runs if r.partition("=")[0] in ("summarize", "qa")]
-    if name == "generation" and causal: cmd += ["--runs", *causal]
+    if name in ("generation", "hallucination") and causal: cmd += ["--runs", *causal]
     start = time.perf_counter()
     rc = subprocess.run(cmd, cwd=benchlib.ROOT).returncode
     return dict(returncode=rc, seconds=round(time.perf_counter() - start, 1))
@@ -118,14 +118,15 @@ def quality_md(d: dict) -> str:
     rows = []
     for task, t in d["tasks"].items():
         if t["status"] != "ok":
-            rows.append([task, t["status"], None, None, None, (t.get("reason") or t.get("error", ""))[:100]]); continue
+            rows.append([task, t["status"], None, None, None, (t.get("reason") or t.get("error", ""))[:100], None, None]); continue
         m = t["metric"]
         for name, r in t["systems"].items():
             lo, hi = r.get("ci_low", r.get(f"{m}_low")), r.get("ci_high", r.get(f"{m}_high"))
-            rows.append([task, name, m, r.get(m), f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else None, r.get("n")])
+            rows.append([task, name, m, r.get(m), f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else None, r.get("n"),
+                         r.get("prompt_tokens"), r.get("seconds_per_answer", r.get("seconds_per_summary"))])
     lines = [f"Profile `{d.get('profile')}`; held-out examples per task in column n ({'at most ' + str(d['limit']) if d.get('limit') else 'classify: the whole test split; summarize, qa: the profile eval_limit'}); plots: "
              + ", ".join(f"`{t['plot']}`" for t in d["tasks"].values() if t.get("plot")), "",
-             table(["task", "system", "metric", "value", "95% interval", "n"], rows), ""]
+             table(["task", "system", "metric", "value", "95% interval", "n", "prompt tokens", "s per example"], rows), ""]
     for task, t in d["tasks"].items():
         g = t.get("targets")
         if g:
@@ -198,8 +199,20 @@ def gpu_md(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hallucination_md(d: dict) -> str:
+    "The remedy table: key-fact verdicts of the Q&A systems, unsupported content in the summaries, per system."
+    if not d.get("remedies"):
+        return "\n".join(f"- {t}: {r['status']} {r.get('error', '')}" for t, r in d["tasks"].items()) + "\n"
+    q, s = d["tasks"]["qa"], d["tasks"]["summarize"]
+    rows = [[name, r["remedy"]] + [r.get(k) if r.get(k) != "-" else None for k in list(r)[1:]] for name, r in d["remedies"].items()]
+    head = ["system", "remedy"] + list(next(iter(d["remedies"].values())))[1:]
+    return "\n".join([f"Q&A: {q['with_key_fact']} held-out questions with a hand-labelled key fact; summaries: {s['n']} held-out dialogues "
+                      "(the references scored as the yardstick). Intervals per row are in the JSON; plot: `hallucination.png`.", "",
+                      table(head, rows), ""])
+
+
 SECTIONS = dict(throughput=("Training throughput", throughput_md), memory=("Memory: estimator vs measurement", memory_md),
-                quality=("Held-out quality", quality_md), quantization=("Quantization: fp32, 8-bit and NF4 under one LoRA budget", quantization_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
+                quality=("Held-out quality", quality_md), hallucination=("Hallucination by remedy", hallucination_md), quantization=("Quantization: fp32, 8-bit and NF4 under one LoRA budget", quantization_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
                 gpu=("GPU check", gpu_md))
 
 

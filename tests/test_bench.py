@@ -96,6 +96,19 @@ def test_quality_quick(out):
     for r in c.values(): assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == d["limit"]
 
 
+def test_hallucination_quick(out):
+    "Both tasks scored by every remedy's system, the references as the yardstick, the remedy table and its plot."
+    script("hallucination").main(["--quick", "--out", str(out)])
+    d = read(out, "hallucination.json")
+    for task, t in d["tasks"].items(): assert t["status"] == "ok", t.get("traceback", t)
+    s, q = d["tasks"]["summarize"]["systems"], d["tasks"]["qa"]["systems"]
+    assert set(s) == set(script("hallucination").SUMMARY_SYSTEMS) | {"reference"}
+    assert all(r["unfaithful"]["low"] <= r["unfaithful"]["rate"] <= r["unfaithful"]["high"] for r in s.values())
+    assert set(q) == set(script("hallucination").QA_SYSTEMS) and d["tasks"]["qa"]["with_key_fact"] > 0
+    assert all(abs(r["supported"] + r["contradicted"] + r["missing"] - 1) < 1e-6 for r in q.values())
+    assert d["remedies"]["fine-tuned"]["remedy"] == "fine-tuning" and (out / d["plot"]).is_file()
+
+
 def test_quality_targets_and_update_keep_earlier_tasks(tmp_path):
     "Targets are checked from the systems measured; --update keeps other tasks' entries, stamped with their own run."
     q = script("quality")
@@ -142,7 +155,7 @@ def test_summary_of_an_empty_directory(tmp_path):
     run_all = script("run_all")
     assert run_all.main(["--summary-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "SUMMARY.md").read_text(encoding="utf-8")
-    assert text.count("Not run yet.") == len(run_all.SECTIONS) == 7 and "It needs a CUDA GPU" in text
+    assert text.count("Not run yet.") == len(run_all.SECTIONS) == 8 and "It needs a CUDA GPU" in text
 
 
 def test_bad_arguments_name_the_fix(tmp_path, capsys):
@@ -342,18 +355,23 @@ def _numbers(tree) -> list[float]:
     return [float(tree)] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
 
 
-def test_lesson_01b_quotes_the_committed_quantization_results():
-    "Every figure lesson 01b quotes from bench/results/quantization.json is in that file, at the precision quoted."
+@pytest.mark.parametrize("lesson, result", [("01b_lora_nf4", "quantization.json"), ("05b_hallucination", "hallucination.json"),
+                                            ("03_domain_qa", "quality.json"), ("05_dialogsum", "quality.json")])
+def test_lessons_quote_the_committed_results(lesson, result):
+    "Every figure a lesson quotes from a file under bench/results/ is in that file, at the precision quoted, beside its command and date."
     import re
-    d = json.loads((ROOT / "bench" / "results" / "quantization.json").read_text(encoding="utf-8"))
+    d = json.loads((ROOT / "bench" / "results" / result).read_text(encoding="utf-8"))
     assert d["profile"] == "cpu" and not d["quick"]
-    cells = json.loads((ROOT / "nbs" / "01b_lora_nf4.ipynb").read_text(encoding="utf-8"))["cells"]
-    quote = next("".join(c["source"]) for c in cells if c["cell_type"] == "markdown" and "bench/results/quantization.json" in "".join(c["source"]))
-    assert d["command"] in quote and d["date"][:10] in quote
-    text = re.sub(r"`[^`]*`|\d{4}-\d\d-\d\d", " ", quote)  # commands and dates are checked above
-    values = _numbers(d)
-    quoted = re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)", text)
-    assert len(quoted) >= 10, quoted
-    for q in quoted:
-        places = len(q.split(".")[1]) if "." in q else 0
-        assert any(round(v, places) == float(q) for v in values), f"lesson 01b quotes {q}, which quantization.json does not hold"
+    cells = json.loads((ROOT / "nbs" / f"{lesson}.ipynb").read_text(encoding="utf-8"))["cells"]
+    quotes = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown" and f"bench/results/{result}" in "".join(c["source"])]
+    assert quotes, f"lesson {lesson} quotes nothing from {result}"
+    values = [abs(v) for v in _numbers(d)]
+    for quote in quotes:
+        command = re.sub(r"=\S+", "=DIR", re.sub(r" --keep-runs \S+", "", d["command"]))  # where runs were kept or read: DIR
+        assert command in quote and d["date"][:10] in quote
+        text = re.sub(r"`[^`]*`|\d{4}-\d\d-\d\d", " ", quote)  # commands and dates are checked above
+        quoted = re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)", text)
+        assert len(quoted) >= 5, quoted
+        for q in quoted:
+            places = len(q.split(".")[1]) if "." in q else 0
+            assert any(round(v, places) == float(q) for v in values), f"lesson {lesson} quotes {q}, which {result} does not hold"
