@@ -48,6 +48,15 @@ def test_env_lists_offline_models():
     assert info["offline_models"]["smollm2-135m"] and info["offline_models"]["minilm-l6"]
 
 
+def test_env_shows_each_registry_models_licence():
+    "`domaintune env` names every registry model's licence, in its text and in its JSON."
+    from domaintune_course.models import REGISTRY
+    info = json.loads(dt("env", "--json").stdout)
+    assert info["licenses"] == {n: s.license for n, s in REGISTRY.items()} and all(info["licenses"].values())
+    text = dt("env").stdout
+    assert "smollm2-135m (Apache-2.0, yes)" in text and "phi-2 (MIT, " in text
+
+
 def test_prepare_writes_splits(space, tmp_path):
     r = dt("prepare", space["old"], "--task", "classify", "--out", tmp_path / "prep")
     assert {p.name for p in (tmp_path / "prep").iterdir()} >= {"train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json", "report.json"}
