@@ -35,8 +35,8 @@ def main(argv=None):
     import torch
     from domaintune_course.batching import ensure_pad_token
     from domaintune_course.config import make_config
-    from domaintune_course.models import LORA_TARGETS, load_permissions, load_tokenizer
-    from domaintune_course.scratch import budget_run, qa_features, quantized_base, roundtrip_errors
+    from domaintune_course.models import load_permissions, load_tokenizer
+    from domaintune_course.scratch import budget_run, first_adapted_layer, qa_features, quantized_base, roundtrip_errors
     from domaintune_course.training import compute_dtype
 
     profile = "smoke" if args.quick else args.profile
@@ -51,8 +51,7 @@ def main(argv=None):
                                                    lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, train_examples=len(train), held_out=len(held_out))
 
     base = quantized_base(cfg, None)  # the round-trip errors of the first layer LoRA adapts
-    targets = LORA_TARGETS.get(base.config.model_type, ())
-    name, layer = next((n, m) for n, m in base.named_modules() if n.split(".")[-1] in targets and isinstance(m, torch.nn.Linear))
+    name, layer = first_adapted_layer(base)
     result["roundtrip"] = dict(layer=name, shape=list(layer.weight.shape), formats=roundtrip_errors(layer.weight.float().cpu()).to_dict("index"))
     del base, layer
 
