@@ -8,14 +8,14 @@ Docs: https://domaintune-course.github.io/domaintune-course/hallucination.html.m
 __all__ = ['NUMBER_WORDS', 'TAG', 'NOT_NAMES', 'REPORTING', 'REMEDIES', 'numbers', 'names', 'content_words', 'unsupported',
            'faithfulness', 'load_key_facts', 'check_fact', 'fact_rates', 'remedy_table', 'plot_remedies']
 
-# %% ../nbs/05b_hallucination.ipynb #f2304411
+# %% ../nbs/05b_hallucination.ipynb #6b5e0d31
 import json, re
 from functools import lru_cache
 from pathlib import Path
 from .config import InputError
 from .metrics import bootstrap_ci
 
-# %% ../nbs/05b_hallucination.ipynb #11337037
+# %% ../nbs/05b_hallucination.ipynb #68e632eb
 NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen "
                                                 "fifteen sixteen seventeen eighteen nineteen twenty".split()) if w != "_"}
 NUMBER_WORDS |= dict(thirty="30", forty="40", fifty="50", sixty="60", seventy="70", eighty="80", ninety="90", hundred="100",
@@ -37,7 +37,7 @@ def names(text: str) -> set[str]:
         found |= {w.lower().removesuffix("'s") for w in words[1:] if w[0].isupper() and w.lower() not in NOT_NAMES}
     return found
 
-# %% ../nbs/05b_hallucination.ipynb #37251e19
+# %% ../nbs/05b_hallucination.ipynb #173d17fd
 REPORTING = ("ask asks asked tell tells told say says said talk talks talked speak speaks want wants wanted think thinks agree agrees "
              "suggest suggests explain explains discuss discusses decide decides invite invites help helps need needs like likes know "
              "knows plan plans going get gets make makes take takes give gives come comes let lets person people conversation dialogue "
@@ -56,7 +56,7 @@ def content_words(text: str) -> set[str]:
     tok, stop = _rouge_tokenizer()
     return {w for w in tok.tokenize(TAG.sub(" ", text)) if w not in stop and not w.isdigit() and len(w) > 2}
 
-# %% ../nbs/05b_hallucination.ipynb #721b4a3e
+# %% ../nbs/05b_hallucination.ipynb #90cee905
 def unsupported(summary: str, # a generated (or reference) summary
                 source: str, # the dialogue it summarizes
                ) -> dict:
@@ -67,7 +67,7 @@ def unsupported(summary: str, # a generated (or reference) summary
     words, have = content_words(summary), content_words(source)
     return dict(numbers=nums, names=nams, words=sorted(words - have), word_share=round(len(words - have) / len(words), 4) if words else 0.0)
 
-# %% ../nbs/05b_hallucination.ipynb #e82aa104
+# %% ../nbs/05b_hallucination.ipynb #38db28cd
 def _rate(values: list[float], seed: int) -> dict:
     "Mean of per-example values with its 95% bootstrap interval."
     m, low, high = bootstrap_ci(values, seed=seed)
@@ -84,7 +84,7 @@ def faithfulness(summaries: list[str], # one summary per dialogue
                  unfaithful=[float(bool(f["numbers"] or f["names"])) for f in found], word_share=[f["word_share"] for f in found])
     return dict(n=len(found), **{k: _rate(v, seed) for k, v in flags.items()}, found=found)
 
-# %% ../nbs/05b_hallucination.ipynb #2cff0e19
+# %% ../nbs/05b_hallucination.ipynb #c29309ba
 def load_key_facts(path: str | Path | None = None, # a JSON Lines file of {id, fact, supports, contradicts}; None: the bundled Q&A's
                   ) -> dict:
     "Key facts by record id, their patterns compiled; a bad line raises with the file, the line and the fix."
@@ -107,7 +107,7 @@ def check_fact(answer: str, fact: dict) -> str:
     if any(p.search(a) for p in fact["contradicts"]): return "contradicted"
     return "supported" if any(p.search(a) for p in fact["supports"]) else "missing"
 
-# %% ../nbs/05b_hallucination.ipynb #fedc138e
+# %% ../nbs/05b_hallucination.ipynb #fae802f4
 def fact_rates(answers: list[str], # one answer per record
                records: list[dict], # the records answered (their `id` picks the key fact)
                facts: dict, # from `load_key_facts`
@@ -122,7 +122,7 @@ def fact_rates(answers: list[str], # one answer per record
         out |= {v: r["rate"], f"{v}_low": r["low"], f"{v}_high": r["high"]}
     return out | dict(verdicts=verdicts)
 
-# %% ../nbs/05b_hallucination.ipynb #fd0c923e
+# %% ../nbs/05b_hallucination.ipynb #637b5964
 REMEDIES = {"base": "none (base model)", "base, few-shot": "a few examples in the prompt", "base, better instruction": "a better prompt",
             "base + retrieval": "retrieval", "fine-tuned": "fine-tuning", "fine-tuned + retrieval": "fine-tuning + retrieval",
             "fine-tuned, sampled": "fine-tuning, sampled at T=1", "reference": "(human reference)"}
@@ -142,7 +142,7 @@ def remedy_table(qa_rates: dict, # system -> `fact_rates`
         rows[s] = row
     return pd.DataFrame(rows).T.fillna("-")
 
-# %% ../nbs/05b_hallucination.ipynb #6444440d
+# %% ../nbs/05b_hallucination.ipynb #63eb28c0
 def plot_remedies(qa_rates: dict, summary_rates: dict, title: str = "Hallucination by remedy, held-out examples"):
     "Key-fact verdicts per Q&A system (stacked shares) beside unfaithful-summary rates with 95% intervals."
     import matplotlib.pyplot as plt

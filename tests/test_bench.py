@@ -105,7 +105,7 @@ def test_hallucination_quick(out):
     assert set(s) == set(script("hallucination").SUMMARY_SYSTEMS) | {"reference"}
     assert all(r["unfaithful"]["low"] <= r["unfaithful"]["rate"] <= r["unfaithful"]["high"] for r in s.values())
     assert set(q) == set(script("hallucination").QA_SYSTEMS) and d["tasks"]["qa"]["with_key_fact"] > 0
-    assert all(abs(r["supported"] + r["contradicted"] + r["missing"] - 1) < 1e-6 for r in q.values())
+    assert all(abs(r["supported"] + r["contradicted"] + r["missing"] - 1) < 1e-3 for r in q.values())  # shares rounded to 4 places
     assert d["remedies"]["fine-tuned"]["remedy"] == "fine-tuning" and (out / d["plot"]).is_file()
 
 
