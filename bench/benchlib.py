@@ -16,6 +16,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def run_options(p: argparse.ArgumentParser, tasks: tuple[str, ...]) -> argparse.ArgumentParser:
+    "The options of a benchmark that trains a run per task or takes finished ones: --tasks, --runs, --profile, --keep-runs."
+    p.add_argument("--tasks", nargs="+", default=list(tasks), choices=list(tasks))
+    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="use these finished run directories instead of training")
+    p.add_argument("--profile", default=None, help="hardware profile the runs are trained with (default: cpu; --quick: smoke)")
+    p.add_argument("--keep-runs", type=Path, default=None, help="train new runs here and keep them (default: a temporary directory)")
+    return p
+
+
 def parse_runs(items: list[str] | None, tasks: tuple[str, ...], need_model: bool = False) -> dict:
     "`task=DIR` pairs from a --runs option: each task one of `tasks`, each DIR a run directory (with `model/` if `need_model`)."
     runs = {}

@@ -189,12 +189,9 @@ def agreement(rounds: dict) -> dict:
 
 def main(argv=None):
     p = benchlib.parser(__doc__.split("\n")[0])
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="measure these finished runs instead of training new ones")
-    p.add_argument("--profile", default=None, help="profile the runs are trained with (default: cpu; --quick: smoke)")
+    benchlib.run_options(p, TASKS)
     p.add_argument("--examples", type=int, default=None, help="held-out examples per task (default: the whole test split; --quick: 6)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds per path (default: 2; --quick: 1)")
-    p.add_argument("--keep-runs", type=Path, default=None, help="train the runs here and keep them (default: a temporary directory)")
     args = p.parse_args(argv)
     args.profile = args.profile or ("smoke" if args.quick else "cpu")
     args.examples = args.examples or (6 if args.quick else None)

@@ -92,11 +92,8 @@ def bench_task(task: str, args, work: Path) -> dict:
 
 def main(argv=None):
     p = benchlib.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="score these finished run directories instead of training")
-    p.add_argument("--profile", default=None, help="hardware profile for training (default: cpu; --quick: smoke)")
+    benchlib.run_options(p, TASKS)
     p.add_argument("--limit", type=int, default=None, help="held-out examples per task (default: the run's eval_limit)")
-    p.add_argument("--keep-runs", type=Path, default=None, help="train new runs here and keep them (default: a temporary directory)")
     args = p.parse_args(argv)
     args.runs, args.profile, args.argv = benchlib.parse_runs(args.runs, TASKS, need_model=True), args.profile or ("smoke" if args.quick else "cpu"), argv
     args.out.mkdir(parents=True, exist_ok=True)

@@ -190,12 +190,9 @@ def kept_tasks(path: Path) -> dict:
 
 def main(argv=None):
     p = benchlib.parser(__doc__.split("\n")[0])
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--runs", nargs="+", default=[], metavar="TASK=DIR", help="score these finished run directories instead of training")
-    p.add_argument("--profile", default=None, help="hardware profile for training (default: cpu; --quick: smoke)")
+    benchlib.run_options(p, TASKS)
     p.add_argument("--limit", type=int, default=None, help="held-out examples scored per task (default: every test review for classify; the profile's eval_limit for summarize and qa)")
     p.add_argument("--zero-shot-model", default=None, help="instruct LM for zero-shot classification (default: smollm2-135m)")
-    p.add_argument("--keep-runs", type=Path, default=None, help="train new runs here and keep them (default: a temporary directory)")
     p.add_argument("--update", action="store_true", help="keep the entries of tasks not run now from the existing quality.json in --out")
     args = p.parse_args(argv)
     args.runs, args.profile = parse_runs(args.runs), args.profile or ("smoke" if args.quick else "cpu")
