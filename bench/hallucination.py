@@ -40,8 +40,9 @@ def quick_setup(task: str, work: Path) -> dict:
 def summarize_task(run_dir: Path, args) -> dict:
     "Faithfulness of each system's summaries and of the references, on the run's held-out dialogues."
     from domaintune_course.hallucination import faithfulness
+    from domaintune_course.qlora import finetune_config
     from domaintune_course.tasks import summarize as s
-    cfg = s._run_config(run_dir)
+    cfg = finetune_config(run_dir)
     records, _ = s.held_out(run_dir, None, args.limit or cfg.eval_limit)
     table, out = s.compare_prompts(run_dir, records, systems=SUMMARY_SYSTEMS)
     texts = {name: list(v) for name, v in out.items()} | {"reference": [r["summary"] for r in records]}

@@ -109,8 +109,9 @@ def classify_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
 def summarize_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
     "Base, few-shot, better-instruction and fine-tuned summaries of the same held-out dialogues (the task's `compare_prompts`), ROUGE-L with intervals, cost and the fine-tuned model's paired gain; all four ROUGE types for base and fine-tuned with the paired interval of each difference; and the plot."
     from domaintune_course.metrics import plot_metric_comparison
+    from domaintune_course.qlora import finetune_config
     from domaintune_course.tasks import summarize as s
-    cfg = s._run_config(run_dir)
+    cfg = finetune_config(run_dir)
     records, _ = s.held_out(run_dir, None, args.limit or cfg.eval_limit)
     table, raw = s.compare_prompts(run_dir, records)
     ev = s.compare_summaries(list(raw["base"]), list(raw["fine-tuned"]), [r["references"] for r in records], seed=cfg.seed)
