@@ -65,16 +65,19 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 # bench/gpu_check.py on a GPU machine without a package index: the bitsandbytes wheel travels in $(GPU_BUNDLE)
-# (ignored by git, about 43 MB); the check installs it into a temporary folder when bitsandbytes is missing there.
+# (ignored by git, about 41 MiB); the check installs it into its work folder when bitsandbytes is missing there.
 # The wheel is tagged py3-none, so any Python >= 3.10 there can use it; GPU_PYTHON only tells pip which one to assume.
+# The download goes to $(GPU_BUNDLE).partial first; bench/gpu_check.py --seal-bundle prints its size and makes it the
+# bundle only if it holds at most 60 MiB (it travels with the working tree: 64 MiB in all), else removes it and fails.
 BNB_VERSION ?= 0.50.2
 GPU_PYTHON ?= 3.12
 GPU_BUNDLE ?= bench/gpu_bundle
 
 gpu-check-bundle:
-	mkdir -p $(GPU_BUNDLE)
+	rm -rf $(GPU_BUNDLE).partial
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
-	  --platform manylinux_2_24_x86_64 -d $(GPU_BUNDLE) bitsandbytes==$(BNB_VERSION)
+	  --platform manylinux_2_24_x86_64 -d $(GPU_BUNDLE).partial bitsandbytes==$(BNB_VERSION)
+	$(PYTHON) bench/gpu_check.py --seal-bundle $(GPU_BUNDLE).partial $(GPU_BUNDLE)
 
 export: $(STAMP)
 	$(VENV)/bin/nbdev-export && $(VENV)/bin/nbdev-clean

@@ -1,37 +1,73 @@
-"""The course's GPU path, checked on one GPU in under 8 minutes: QLoRA on phi-2 and falcon-rw-1b, fp16 and bf16.
+"""The course's GPU path, checked on one GPU: QLoRA on phi-2 and falcon-rw-1b, fp16 and bf16 (under 8 minutes; --quick under 4).
+
+Prepared command for a machine with one GPU and no network (after `make gpu-check-bundle` where pip reaches PyPI, with
+bench/gpu_bundle/ brought along; a 5-minute limit leaves room for a second try):
+
+    timeout 300 python3 bench/gpu_check.py --quick --bundle bench/gpu_bundle --out "${OUT:-bench/results}"
+
+Not run on a GPU yet: the times below are estimates, and only the CPU dry run has run (in tests/test_gpu_check.py).
 
 Model weights cannot travel to an air-gapped GPU machine, so each model is built from its hub config at its real size
-(random weights: memory and speed do not depend on the values), saved with a small tokenizer to a temporary folder, and
-from there goes through the course's own functions, as a run of `domaintune train` would: `qlora.load_for_training`
-(NF4 with double quantization, `prepare_model_for_kbit_training`, gradient checkpointing, LoRA), `qlora.training_arguments`
-(the profile's precision and `paged_adamw_8bit`) and `batching.course_trainer` for a few optimizer steps, then
-`qlora.save_finetuned`, `qlora.load_finetuned` (the adapter reloaded with `PeftModel`), `qlora.generate` (batched greedy
-decoding) and `qlora.merge_adapter`. Peak `torch.cuda.max_memory_allocated` during training is set beside lesson 00's
-`estimate_memory` for the same configuration. Every (profile, model) pair runs in its own process and every step records
-ok, error and seconds on its own, so one failure hides nothing else; `gpu.json` is rewritten after each pair.
+(random weights: memory and speed do not depend on the values; built on the GPU, where random init takes well under a
+second, against 20-27 ns per parameter measured on 2 CPU cores, i.e. about a minute for phi-2), saved with a small
+tokenizer to a work folder on disk, and from there goes through the course's own functions, as a run of `domaintune
+train` would: `qlora.load_for_training` (NF4 with double quantization, `prepare_model_for_kbit_training`, gradient
+checkpointing, LoRA), `qlora.training_arguments` (the profile's precision and `paged_adamw_8bit`) and
+`batching.course_trainer` for a few optimizer steps, then `qlora.save_finetuned`, `qlora.load_finetuned` (the adapter
+reloaded with `PeftModel`), `qlora.generate` (batched greedy decoding) and `qlora.merge_adapter`. Peak
+`torch.cuda.max_memory_allocated` during training is set beside lesson 00's `estimate_memory` for the same configuration.
+Every (profile, model) pair runs in its own process and every step records its status (ok, failed, skipped, or
+incomplete: cut at the time budget's end) and seconds on its own, so one failure hides nothing else; `gpu.json` is
+rewritten after each pair.
 
-    python bench/gpu_check.py                          # on a CUDA GPU: writes bench/results/gpu.json
-    python bench/gpu_check.py --out "$OUT"             # elsewhere
-    python bench/gpu_check.py --dry-run                # on a CPU: tiny configs, a few steps, into a temporary folder
+    python bench/gpu_check.py                          # full: 4 pairs, 20 steps each, 420 s budget: bench/results/gpu.json
+    python bench/gpu_check.py --quick --out DIR        # t4 / falcon-rw-1b only, 10 steps, 200 s budget
+    python bench/gpu_check.py --dry-run [--quick]      # on a CPU: tiny configs, 3 steps, gpu.json into a temporary folder
+    python bench/gpu_check.py --seal-bundle NEW DEST   # (make gpu-check-bundle) NEW becomes DEST if it is at most 60 MiB
 
-Without network or package index: torch, transformers, peft and accelerate must be installed (their versions are
-checked against pyproject.toml and recorded); bitsandbytes, when missing, is installed from a wheel in bench/gpu_bundle/
-(`make gpu-check-bundle` downloads it) into a temporary folder. datasets and rouge_score are neither needed nor
-imported (`--hide` makes the runs treat them as absent, which is the default).
+The time budget bounds the run: a step that would start after it is skipped, a step running at its end is cut (the
+child's alarm; the parent stops the process 15 s later), both marked incomplete, never failed; a pair that cannot start
+is skipped with the reason. The command ends within budget + 15 s plus the interpreter's exit. How the budgets were
+sized (`plan.estimate` in gpu.json, from `estimate_seconds`): per pair ~10 s to start a process (imports, CUDA context);
+build = 3 s + the fp16 checkpoint (2 bytes x params: 5.6 GB phi-2, 2.6 GB falcon-rw-1b) written at 0.5 GB/s; load,
+reload and each load in merge = 5 s + the checkpoint read at 1 GB/s (page cache); a training step = 6 x params x
+tokens FLOPs (LoRA on a frozen base: forward, input gradients, and the recomputation that checkpointing adds; 8.5 TFLOP
+for phi-2 at 512 tokens) at 10% of the H100's 989 TFLOP/s dense fp16/bf16 peak (batch 1-2, NF4 dequantization) + 0.3 s
+of launches and logging; decoding 0.03 s per token step; merge also writes the merged checkpoint. That gives about 315 s
+for the full run (budget 420 s) and 80 s for --quick (budget 200 s): the margins absorb a disk or a step several times
+slower than assumed; what does not fit is cut and reported as incomplete.
+
+Without network or package index: torch, transformers, peft and accelerate must be installed; their versions, and every
+other package pyproject.toml names, are checked against its specifiers, and mismatches are printed first and recorded
+(`requirements`, `version_mismatches`). bitsandbytes, when missing, is installed from the wheel in bench/gpu_bundle/
+into the work folder. The work folder (checkpoints and that install) is bench/gpu_work/ in the repository (ignored by
+git), or `--work-dir`: never /dev/shm, a tmpfs or a noexec mount (read from /proc/mounts), where bitsandbytes' CUDA
+library could not be loaded. datasets and rouge_score are neither needed nor imported (`--hide`, the default). Exit
+status: 0 ok, 1 failed, 2 bad arguments, 3 incomplete (nothing failed, but the budget cut something).
 """
-import argparse, dataclasses, importlib, importlib.util, json, math, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, dataclasses, fcntl, importlib, importlib.util, json, math, os, re, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
 BUNDLE = benchlib.ROOT / "bench" / "gpu_bundle"
-BUDGET_SECONDS = 450   # the whole check, so that it ends within 8 minutes on one GPU
-STEPS = 30             # optimizer steps per (profile, model)
+BUNDLE_LIMIT_MIB = 60  # the bundle travels with the working tree, which may carry 64 MiB in all
+WORK_ROOT = benchlib.ROOT / "bench" / "gpu_work"  # ignored by git; on the repository's disk
+# (pairs, optimizer steps per pair, seconds for the whole check): the full run, and --quick (the T4's fp16 path on the
+# smaller model, the one whose layers transformers 5 once left unquantized)
 PROFILES = ("t4", "l4")  # t4: fp16 (Turing), l4: bf16 (Ada); both train with gradient checkpointing and paged_adamw_8bit
-PROMPTS, NEW_TOKENS = 8, 32  # batched greedy generation: prompts in one batch, tokens generated for each
+PLANS = {"full": dict(profiles=PROFILES, models=("phi-2", "falcon-rw-1b"), steps=20, budget=420),
+         "quick": dict(profiles=("t4",), models=("falcon-rw-1b",), steps=10, budget=200)}
+DRY_STEPS, DRY_BUDGET = 3, 300
+GRACE = 15             # seconds a pair's process gets past the budget to write what it did, before it is stopped
+MIN_PAIR_SECONDS = 30  # a pair starts only with this much of the budget left (--dry-run: 5)
+PROMPTS, NEW_TOKENS, ONE_BY_ONE = 8, 32, 4  # greedy generation: prompts in one batch, tokens for each; prompts also decoded alone
 HIDDEN = ("datasets", "rouge_score")  # the check must not need them: the runs treat them as not installed
-FLOORS = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "tokenizers")
+CHECK_USES = ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors", "tokenizers")  # a mismatch here matters
+# what `estimate_seconds` assumes of one H100-class GPU machine (see the docstring); estimates until a GPU run measures them
+ASSUME = dict(process_start_s=10, parent_s=15, write_gb_s=0.5, read_gb_s=1.0, load_overhead_s=5, peak_tflops=989, mfu=0.10,
+              step_overhead_s=0.3, decode_token_s=0.03)
 
 # The hub's config.json of each model (the keys that set its shape and behaviour), built as `AutoConfig.for_model` reads it.
 CONFIGS = {
@@ -54,8 +90,14 @@ TASK = {"phi-2": "summarize", "falcon-rw-1b": "qa"}  # the task each model serve
 
 # ---------------------------------------------------------------- steps that record themselves
 
+class DeadlineReached(BaseException):
+    "The time budget ran out while a step was running (a BaseException, so that no library's `except Exception` swallows it)."
+
+
 class Steps:
-    "Run named steps, each recording ok, seconds and the error on its own; a step whose prerequisite raised is skipped."
+    "Run named steps, each recording its status, seconds and error on its own; a step whose prerequisite raised is skipped."
+    current = None  # the step running in this process, for the deadline alarm
+
     def __init__(self, record: dict, deadline: float, save=lambda: None, log=print):
         self.record, self.deadline, self.save, self.log, self.done = record, deadline, save, log, set()
 
@@ -63,21 +105,27 @@ class Steps:
         "Run `fn()` -> (value, info); record info, the `checks` that failed, the error and the time; return the value (None if it raised)."
         rec = self.record[name] = {}
         missing = [n for n in needs if n not in self.done]  # a step whose checks failed still hands its result on
-        if missing: rec.update(ok=None, skipped=f"needs {', '.join(missing)}"); self.save(); return None
-        if time.time() > self.deadline: rec.update(ok=None, skipped="time budget spent"); self.save(); return None
+        if time.time() > self.deadline: rec.update(ok=None, status="skipped", skipped="time budget spent"); self.save(); return None
+        if missing: rec.update(ok=None, status="skipped", skipped=f"needs {', '.join(missing)}"); self.save(); return None
         self.log(f"{name} ...")
         rec["running"] = True; self.save()  # what a process stopped from outside was doing
         start, value = time.perf_counter(), None
         try:
-            value, info = fn()
+            Steps.current = name
+            try: value, info = fn()
+            finally: Steps.current = None
             rec.update(info)
             failed = [k for k, v in info.get("checks", {}).items() if v is False]
-            rec["ok"] = not failed
+            rec.update(ok=not failed, status="failed" if failed else "ok")
             if failed: rec["error"] = f"check(s) failed: {', '.join(failed)}"
             self.done.add(name)
+        except DeadlineReached:
+            rec.update(ok=None, status="incomplete", skipped=f"cut at the time budget's end, {time.perf_counter() - start:.1f} s into the step")
         except Exception as e:  # every failure is a result: recorded, and the next step runs
             import traceback
-            rec.update(ok=False, error=f"{type(e).__name__}: {e}"[:2000], traceback=traceback.format_exc()[-3000:])
+            if time.time() >= self.deadline and isinstance(e, (TimeoutError, subprocess.TimeoutExpired)):  # a wait cut by the budget
+                rec.update(ok=None, status="incomplete", skipped=f"cut at the time budget's end ({type(e).__name__}: {e})"[:500])
+            else: rec.update(ok=False, status="failed", error=f"{type(e).__name__}: {e}"[:2000], traceback=traceback.format_exc()[-3000:])
         rec["seconds"] = round(time.perf_counter() - start, 2)
         rec.pop("running")
         self.log(step_line(name, rec))
@@ -85,8 +133,17 @@ class Steps:
         return value
 
 
+def arm_deadline(deadline: float) -> None:
+    "Raise `DeadlineReached` in the step running when `deadline` (epoch seconds) passes; between steps, let the next one skip."
+    def on_alarm(signum, frame):
+        if Steps.current is not None: raise DeadlineReached()
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
+
+
 def step_line(name: str, rec: dict) -> str:
     "One line about a finished step."
+    if rec.get("status") == "incomplete": return f"  {name}: incomplete ({rec.get('skipped')})"
     if rec.get("ok") is None: return f"  {name}: skipped ({rec.get('skipped')})"
     return f"  {name}: {'ok' if rec['ok'] else 'FAILED: ' + rec.get('error', '')[:300]} ({rec.get('seconds')} s)"
 
@@ -353,9 +410,10 @@ def generate(ctx: dict, model_key: str, spec: dict, one_by_one: bool = True):
     batched = qlora.generate(model, tok, ps, max_new_tokens=new, batch_size=len(ps))
     info = dict(prompts=len(ps), max_new_tokens=new, batch_seconds=round(time.perf_counter() - start, 2), example=batched[0][:200] if batched else None,
                 checks=dict(one_answer_per_prompt=len(batched) == len(ps) and all(isinstance(t, str) for t in batched)))
-    if one_by_one:
-        single = qlora.generate(model, tok, ps, max_new_tokens=new, batch_size=1)
-        info["one_by_one_agreement"] = round(sum(a == b for a, b in zip(batched, single)) / len(ps), 3)
+    if one_by_one:  # the first few prompts again, one at a time
+        alone = ps[:spec.get("one_by_one", len(ps))]
+        single = qlora.generate(model, tok, alone, max_new_tokens=new, batch_size=1)
+        info.update(one_by_one_prompts=len(alone), one_by_one_agreement=round(sum(a == b for a, b in zip(batched, single)) / len(alone), 3))
     return batched, info
 
 
@@ -383,6 +441,7 @@ def merge(ctx: dict, cfg, spec: dict):
 def child(spec: dict, out_path: Path) -> dict:
     "One (profile, model) pair: build the model if needed, then load, train, save, reload, generate and merge, each on its own."
     hide(spec.get("hide", ()))
+    arm_deadline(spec["deadline"])
     record = dict(profile=spec["profile"], model=spec["model"], steps={})
     save_rec = lambda: benchlib.write_result(out_path.parent, out_path.name, record)
     dev = device_info()
@@ -405,6 +464,7 @@ def child(spec: dict, out_path: Path) -> dict:
     s.run("reload", lambda: reload(ctx, spec), needs=("save_adapter",))
     s.run("generate", lambda: generate(ctx, "reloaded", spec), needs=("reload",))
     s.run("merge", lambda: merge(ctx, cfg, spec), needs=("save_adapter",))
+    signal.setitimer(signal.ITIMER_REAL, 0)
     record["imported"] = sorted(m for m in ("datasets", "rouge_score", "evaluate", "sklearn") if sys.modules.get(m) is not None)
     record["ok"] = all(r.get("ok") for r in record["steps"].values())
     save_rec()
@@ -443,32 +503,198 @@ def ensure_package(name: str, bundle: Path, work: Path) -> dict:
     how = install_wheel(wheels[-1], target)
     sys.path.insert(0, str(target)); importlib.invalidate_caches()
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH")) if p)
-    return dict(source="bundle", wheel=wheels[-1].name, installed_with=how, path=str(target), version=installed_version(name))
+    return dict(source="bundle", wheel=wheels[-1].name, wheel_mib=round(wheels[-1].stat().st_size / 2**20, 1), installed_with=how,
+                path=str(target), placement=placement(target), version=installed_version(name))
 
 
-def requirements() -> dict:
-    "Installed version of each library the check needs, beside the floor pyproject.toml declares."
-    floors = {}
-    try:
-        text = (benchlib.ROOT / "pyproject.toml").read_text(encoding="utf-8")
-        for m in re.finditer(r'"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][^",<]*)', text): floors[m.group(1).lower()] = m.group(2).strip()
-    except OSError: pass
-    out = {}
-    for name in FLOORS:
-        have, need = installed_version(name), floors.get(name)
-        out[name] = dict(installed=have, required=f">={need}" if need else None, ok=None if have is None or need is None else _at_least(have, need))
+# ---------------------------------------------------------------- library versions against pyproject.toml
+
+def declared(pyproject: Path) -> list[tuple[str, str]]:
+    "(group, requirement string) for every entry of pyproject.toml's [project] dependencies and optional extras."
+    try: import tomllib
+    except ModuleNotFoundError: import tomli as tomllib  # Python 3.10
+    project = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))["project"]
+    out = [("dependencies", r) for r in project.get("dependencies", [])]
+    for extra, reqs in project.get("optional-dependencies", {}).items(): out += [(f"extra:{extra}", r) for r in reqs]
     return out
 
 
-def _at_least(have: str, need: str) -> bool:
-    "Is version `have` at least `need`?"
-    try:
-        from packaging.version import Version
-        return Version(have) >= Version(need)
-    except Exception:
-        num = lambda v: tuple(int(x) for x in re.findall(r"\d+", v)[:3])
-        return num(have) >= num(need)
+def requirements(pyproject: Path = benchlib.ROOT / "pyproject.toml") -> dict:
+    "Each package pyproject.toml names (and each the check uses): the version found, the specifier required, and whether it fits."
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    own, out = canonicalize_name("domaintune-course"), {}
+    for group, text in declared(pyproject):
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        if name == own or (req.marker is not None and not req.marker.evaluate()) or name in out: continue
+        spec = re.sub(r"^[A-Za-z0-9_.-]+\s*(\[[^\]]*\])?", "", text.split(";")[0]).replace(" ", "")  # as written: >=5.24,<6
+        out[name] = dict(required=spec or "any", group=group)
+    for name in CHECK_USES: out.setdefault(name, dict(required="any", group="used by the check, not in pyproject.toml"))
+    for name, r in out.items():
+        found = installed_version(name)
+        r.update(found=found, ok=None if found is None else _fits(found, r["required"]), used_by_check=name in CHECK_USES)
+    return out
 
+
+def _fits(found: str, spec: str) -> bool:
+    "Does version `found` satisfy specifier `spec` ('any': anything)?"
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+    if spec == "any": return True
+    try: return SpecifierSet(spec).contains(Version(found), prereleases=True)
+    except InvalidVersion: return False
+
+
+def mismatches(reqs: dict) -> list[str]:
+    "A line for each package outside its specifier, and each one the check uses that is missing."
+    out = []
+    for name, r in reqs.items():
+        if r["ok"] is False: out.append(f"{name} {r['found']} found, pyproject.toml ({r['group']}) requires {r['required']}")
+        elif r["found"] is None and r["used_by_check"]: out.append(f"{name} not installed (required {r['required']})")
+    return out
+
+
+def version_report(reqs: dict, problems: list[str]) -> str:
+    "The lines printed first: the check's libraries against pyproject.toml, then every mismatch."
+    used = "; ".join(f"{n} {r['found'] or '-'} ({r['required']}) {'ok' if r['ok'] else 'MISMATCH' if r['ok'] is False else 'missing'}"
+                     for n, r in reqs.items() if r["used_by_check"])
+    lines = [f"versions against pyproject.toml: {used}"]
+    lines += [f"VERSION MISMATCH: {p}" for p in problems] or ["versions: no mismatch"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- where the work folder lives
+
+def mount_of(path: Path, mounts: str | None = None) -> dict:
+    "The mount holding `path` (the longest mount point above it in /proc/mounts): mount point, filesystem type, options."
+    path, best = Path(path).resolve(), dict(mount="/", fstype=None, options=[])
+    if mounts is None:
+        try: mounts = Path("/proc/mounts").read_text()
+        except OSError: return best
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 4: continue
+        point = Path(parts[1].replace("\\040", " "))
+        if (path == point or point in path.parents) and len(str(point)) >= len(best["mount"]):
+            best = dict(mount=str(point), fstype=parts[2], options=parts[3].split(","))
+    return best
+
+
+def placement(path: Path, mounts: str | None = None) -> dict:
+    "Is `path` on a disk where a shared library can be loaded: not under /dev/shm, not a tmpfs, not mounted noexec?"
+    m = mount_of(path, mounts)
+    resolved = Path(path).resolve()
+    shm = resolved == Path("/dev/shm") or Path("/dev/shm") in resolved.parents
+    memory = m["fstype"] in ("tmpfs", "ramfs")
+    noexec = "noexec" in m["options"]
+    problems = [p for p, bad in (("under /dev/shm", shm), (f"on a {m['fstype']} (memory)", memory), ("mounted noexec", noexec)) if bad]
+    return dict(path=str(resolved), mount=m["mount"], fstype=m["fstype"], exec=not noexec, tmpfs=memory, dev_shm=shm,
+                ok=not problems, problems=problems)
+
+
+def work_dir(requested: Path | None) -> tuple[Path, dict]:
+    "A new run folder under `requested` or the first of `work_roots` on a disk (locked while it lives; stale ones removed), and its placement."
+    root = Path(requested or next((c for c in work_roots() if placement(c)["ok"]), WORK_ROOT))
+    place = placement(root)
+    if not place["ok"]: raise SystemExit(bad_work_dir(root, place))
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob("run-*"): _remove_if_stale(old)
+    new = Path(tempfile.mkdtemp(prefix=".new-", dir=root))  # locked before it is named run-*, where others look for stale ones
+    lock = open(new / ".lock", "w")
+    try: fcntl.flock(lock, fcntl.LOCK_EX)  # held until this process ends
+    except OSError: pass  # a filesystem without locks: others leave this folder alone (see _remove_if_stale)
+    _LOCKS.append(lock)
+    d = new.with_name("run-" + new.name.removeprefix(".new-")); new.rename(d)
+    import atexit; atexit.register(shutil.rmtree, d, ignore_errors=True)
+    place.update(placement(d), free_gib=round(shutil.disk_usage(d).free / 2**30, 1))
+    return d, place
+
+
+def work_roots() -> list[Path]:
+    "Where the work folder may go by default, best first: in the repository, then elsewhere on the disk."
+    return [WORK_ROOT, Path.home() / ".cache" / "domaintune-gpu-check", Path("/var/tmp/domaintune-gpu-check")]
+
+
+def bad_work_dir(root: Path, place: dict) -> str:
+    "Why `root` cannot hold the work folder, and the fix."
+    return (f"--work-dir {root}: {', '.join(place['problems'])} (mount {place['mount']}, {place['fstype']}): bitsandbytes' CUDA library "
+            f"cannot be relied on there and the checkpoints would take memory. Fix: name a folder on a disk, or leave --work-dir "
+            f"out to use {WORK_ROOT.relative_to(benchlib.ROOT)}/ in the repository.")
+
+
+_LOCKS = []  # the open lock files of this process's run folders
+
+
+def _remove_if_stale(d: Path) -> None:
+    "Remove run folder `d` if no live process holds its lock (a run stopped from outside leaves its checkpoints behind)."
+    try:
+        with open(d / ".lock", "a") as f: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError: return  # held by a live run (BlockingIOError), or locks do not work here: keep it
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the bundle that travels
+
+def folder_mib(path: Path) -> tuple[float, list[tuple[str, float]]]:
+    "Total size of the files under `path` in MiB, and each file's."
+    files = sorted((str(p.relative_to(path)), p.stat().st_size / 2**20) for p in Path(path).rglob("*") if p.is_file())
+    return sum(s for _, s in files), files
+
+
+def seal_bundle(new: Path, dest: Path, limit_mib: float = BUNDLE_LIMIT_MIB) -> dict:
+    "Make freshly downloaded folder `new` the bundle `dest`, if it holds at most `limit_mib` MiB; else remove it and keep `dest`."
+    new, dest = Path(new), Path(dest)
+    if not new.is_dir(): raise SystemExit(f"--seal-bundle: {new} is not a folder (the download went elsewhere or failed).")
+    total, files = folder_mib(new)
+    listing = ", ".join(f"{n} {s:.1f} MiB" for n, s in files) or "no files"
+    if total > limit_mib:
+        shutil.rmtree(new)
+        raise SystemExit(f"{dest}: refused, the bundle would be {total:.1f} MiB ({listing}), over the {limit_mib} MiB limit "
+                         f"(it travels with the working tree, 64 MiB in all). {dest} is left as it was. Fix: bundle fewer or smaller "
+                         f"wheels (BNB_VERSION, GPU_PYTHON in the Makefile).")
+    if not files: shutil.rmtree(new); raise SystemExit(f"{dest}: refused, the download left no file in {new}.")
+    shutil.rmtree(dest, ignore_errors=True); new.rename(dest)
+    print(f"{dest}: {total:.1f} MiB in {len(files)} file(s) (limit {limit_mib} MiB): {listing}")
+    return dict(path=str(dest), mib=round(total, 1), files=[n for n, _ in files])
+
+
+# ---------------------------------------------------------------- the plan and its time estimate
+
+def plan(quick: bool, dry_run: bool, profiles=None, models=None, steps=None, budget=None) -> dict:
+    "What the check will run: the (profile, model) pairs in order, optimizer steps per pair, the budget, and the time estimate."
+    base = PLANS["quick" if quick else "full"]
+    pairs = [(p, m) for p in (profiles or base["profiles"]) for m in (models or base["models"])]
+    steps = steps or (DRY_STEPS if dry_run else base["steps"])
+    out = dict(mode="quick" if quick else "full", pairs=[list(x) for x in pairs], steps=steps,
+               budget_seconds=budget or (DRY_BUDGET if dry_run else base["budget"]),
+               prompts=3 if dry_run else PROMPTS, new_tokens=8 if dry_run else NEW_TOKENS, one_by_one=2 if dry_run else ONE_BY_ONE)
+    out["hard_stop_seconds"] = out["budget_seconds"] + GRACE
+    if not dry_run: out["estimate"] = estimate_seconds(pairs, steps, out["new_tokens"], out["one_by_one"])
+    return out
+
+
+def estimate_seconds(pairs: list, steps: int, new_tokens: int = NEW_TOKENS, one_by_one: int = ONE_BY_ONE, a: dict = ASSUME) -> dict:
+    "Seconds each step of each pair should take on one H100-class GPU, by the assumptions in `ASSUME` (an estimate, not a measurement)."
+    from domaintune_course.concepts import SHAPES
+    from domaintune_course.config import make_config
+    built, rows = set(), []
+    for profile, model in pairs:
+        cfg, params = make_config(TASK[model], profile), SHAPES[model].params
+        gb = 2 * params / 1e9  # the fp16 checkpoint
+        read, write = a["load_overhead_s"] + gb / a["read_gb_s"], gb / a["write_gb_s"]
+        tflop = 6 * params * cfg.batch_size * cfg.max_length / 1e12
+        row = dict(pair=f"{profile}/{model}", start=a["process_start_s"], build=0 if model in built else 3 + write, load=read,
+                   train=steps * (tflop / (a["peak_tflops"] * a["mfu"]) + a["step_overhead_s"]), save_adapter=1, reload=read,
+                   generate=(new_tokens * (1 + one_by_one)) * a["decode_token_s"],
+                   merge=read + write + read + new_tokens * a["decode_token_s"], tflop_per_step=round(tflop, 1))
+        built.add(model)
+        row["total"] = sum(v for k, v in row.items() if k not in ("pair", "tflop_per_step"))
+        rows.append({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()})
+    return dict(assumptions=a, pairs=rows, total_seconds=round(a["parent_s"] + sum(r["total"] for r in rows)))
+
+
+# ---------------------------------------------------------------- the runs
 
 def gpu_details() -> list[dict]:
     "Every GPU nvidia-smi lists: name, memory, driver, compute capability (an empty list where there is none)."
@@ -501,142 +727,207 @@ def cuda_available(env: dict) -> bool:
     return r.returncode == 0
 
 
-def child_env(dry_run: bool, gpu: str) -> dict:
-    "The environment of the runs: offline, quiet, one GPU (the CPU alone for a dry run)."
+def child_env(dry_run: bool, gpu: str, work: Path | None = None) -> dict:
+    "The environment of the runs: offline, quiet, one GPU (the CPU alone for a dry run), temporary files in the work folder."
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    if work is not None: (Path(work) / "tmp").mkdir(parents=True, exist_ok=True); env["TMPDIR"] = str(Path(work) / "tmp")
     if dry_run: env["CUDA_VISIBLE_DEVICES"] = ""  # a dry run is the CPU's, also on a machine with a GPU
     else: env.setdefault("CUDA_VISIBLE_DEVICES", gpu)  # one GPU: the check measures what one device does
     return env
 
 
-def work_dir(requested: Path | None, dry_run: bool) -> Path:
-    "A folder for the models and runs: `requested`, else /dev/shm when it has room for the real checkpoints (faster), else a temp folder."
-    if requested: requested.mkdir(parents=True, exist_ok=True); return Path(tempfile.mkdtemp(prefix="gpu-check-", dir=requested))
-    shm = Path("/dev/shm")
-    if not dry_run and shm.is_dir() and shutil.disk_usage(shm).free > 40 * 2**30:
-        d = Path(tempfile.mkdtemp(prefix="gpu-check-", dir=shm))
-        import atexit; atexit.register(shutil.rmtree, d, ignore_errors=True)
-        return d
-    return benchlib.temp_dir("gpu-check-")
+class Stopped(BaseException):
+    "The check was told to stop from outside (SIGTERM, e.g. from `timeout`)."
 
 
 def run_pair(spec: dict, work: Path, timeout: float, env: dict) -> dict:
-    "Run `child(spec)` in its own process (killed after `timeout` s); its record, with what it finished if it was killed."
+    "Run `child(spec)` in its own process (stopped after `timeout` s); its record, with what it finished if it was stopped."
     out = work / f"{spec['profile']}-{spec['model']}.json"
     log = work / f"{spec['profile']}-{spec['model']}.log"
-    start = time.perf_counter()
+    start, stopped = time.perf_counter(), None
     with open(log, "w") as err:
         try: rc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec), "--child-out", str(out)], cwd=benchlib.ROOT,
                                  env=env, stdout=err, stderr=subprocess.STDOUT, timeout=timeout).returncode
         except subprocess.TimeoutExpired: rc = "timed out"
+        except Stopped as e: rc, stopped = "stopped", e  # subprocess.run has killed the child
     record = json.loads(out.read_text()) if out.is_file() else dict(profile=spec["profile"], model=spec["model"], steps={})
     record = finish(record, rc, time.perf_counter() - start, log.read_text(errors="replace"))
     for name, rec in record["steps"].items(): print(step_line(name, rec), flush=True)
     if record.get("skipped"): print(f"  skipped: {record['skipped']}", flush=True)
+    if stopped is not None: record["stopped_from_outside"] = True
     return record
 
 
+CUT = ("timed out", "stopped")  # a pair's process stopped by the budget or from outside: what it was doing is incomplete
+
+
 def finish(record: dict, rc, seconds: float, log: str) -> dict:
-    "A pair's record once its process ended (`rc`: exit status or 'timed out'): the step it was in when stopped marked failed."
+    "A pair's record once its process ended (`rc`: exit status, 'timed out' or 'stopped'): the step it was in marked incomplete or failed."
     record["process"] = dict(returncode=rc, seconds=round(seconds, 1))
     if rc != 0 or not record.get("ok", True): record["stderr_tail"] = log[-4000:]
     if rc != 0:
         record["ok"] = False
         for rec in record.get("steps", {}).values():
-            if rec.pop("running", False): rec.update(ok=False, error=f"the process ended during this step ({rc})")
+            if not rec.pop("running", False): continue
+            if rc in CUT: rec.update(ok=None, status="incomplete", skipped=f"cut: the pair's process was {rc} at the time budget's end"
+                                     if rc == "timed out" else "cut: the check was stopped from outside")
+            else: rec.update(ok=False, status="failed", error=f"the process ended during this step ({rc})")
     record.setdefault("steps", {})
     return record
 
 
 def status(r: dict) -> str:
-    "ok, failed (a step failed or the process did), incomplete (steps skipped for time), or skipped (the whole pair)."
+    "ok; failed (a step failed, or the process did); incomplete (cut or skipped by the time budget); skipped (the whole pair)."
     if r.get("skipped"): return "skipped"
     if r.get("ok"): return "ok"
-    steps = r.get("steps", {}).values()
-    if any(s.get("ok") is False for s in steps) or r.get("process", {}).get("returncode", 0) != 0 or not steps: return "failed"
-    return "incomplete"
+    steps, rc = r.get("steps", {}).values(), r.get("process", {}).get("returncode", 0)
+    if any(s.get("ok") is False for s in steps) or rc not in (0, *CUT): return "failed"
+    if rc in CUT or any(s.get("status") in ("incomplete", "skipped") for s in steps): return "incomplete"
+    return "failed"  # ended cleanly without a step recorded
+
+
+def overall(runs: list[dict]) -> str:
+    "The check's status: failed if a pair failed, incomplete if the time budget cut or skipped something, else ok."
+    states = [status(r) for r in runs]
+    if not runs or "failed" in states: return "failed"
+    if "incomplete" in states or any(r.get("skipped_for") == "time" for r in runs): return "incomplete"
+    return "ok"
 
 
 def summary_row(r: dict) -> dict:
     "One line per pair for a reader: status, speed, memory against the estimate, time per step."
     st, t = r.get("steps", {}), r.get("steps", {}).get("train", {})
     failed = [k for k, v in st.items() if v.get("ok") is False]
-    skipped = [k for k, v in st.items() if v.get("ok") is None]
-    return dict(profile=r["profile"], model=r["model"], precision=r.get("precision"), status=status(r), failed_steps=failed, skipped_steps=skipped,
+    incomplete = [k for k, v in st.items() if v.get("status") == "incomplete"]
+    skipped = [k for k, v in st.items() if v.get("ok") is None and k not in incomplete]
+    return dict(profile=r["profile"], model=r["model"], precision=r.get("precision"), status=status(r), failed_steps=failed,
+                incomplete_steps=incomplete, skipped_steps=skipped, skipped=r.get("skipped"),
                 tokens_per_second=t.get("tokens_per_second"), peak_allocated_mb=t.get("peak_allocated_mb"),
                 estimated_peak_mb=t.get("estimated_peak_mb"), estimate_error_pct=t.get("estimate_error_pct"),
                 final_loss=(t.get("losses") or [None])[-1], seconds={k: v.get("seconds") for k, v in st.items()})
 
 
-def main(argv: list[str] | None = None) -> dict:
-    "Run the check (or, with --child, one pair) and write gpu.json; the results."
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    "The command line."
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dry-run", action="store_true", help="on a CPU: tiny configs of the same architectures, a few steps, into a temporary folder")
+    p.add_argument("--dry-run", action="store_true", help="on a CPU: tiny configs of the same architectures, a few steps, gpu.json into a temporary folder")
+    p.add_argument("--quick", action="store_true", help=f"one pair ({PLANS['quick']['profiles'][0]} / {PLANS['quick']['models'][0]}), "
+                   f"{PLANS['quick']['steps']} steps, a {PLANS['quick']['budget']} s budget: under 4 minutes")
     p.add_argument("--out", type=Path, default=None, help="folder for gpu.json (default: bench/results; a temporary folder for --dry-run)")
-    p.add_argument("--profiles", nargs="+", default=list(PROFILES), help=f"settings.ini profiles to run (default: {' '.join(PROFILES)})")
-    p.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps per pair (default: {STEPS}; --dry-run: 3)")
+    p.add_argument("--profiles", nargs="+", default=None, help=f"settings.ini profiles to run (default: {' '.join(PROFILES)}; --quick: t4)")
+    p.add_argument("--models", nargs="+", default=None, choices=list(CONFIGS), help="(default: both; --quick: falcon-rw-1b)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps per pair (default: {PLANS['full']['steps']}; --quick: "
+                   f"{PLANS['quick']['steps']}; --dry-run: {DRY_STEPS})")
     p.add_argument("--max-length", type=int, default=None, help="tokens per example (default: the profile's; --dry-run: 32)")
-    p.add_argument("--budget", type=float, default=None, help=f"seconds for the whole check; steps past it are skipped (default: {BUDGET_SECONDS})")
+    p.add_argument("--budget", type=float, default=None, help=f"seconds for the whole check; steps past it are cut or skipped (default: "
+                   f"{PLANS['full']['budget']}; --quick: {PLANS['quick']['budget']}; --dry-run: {DRY_BUDGET})")
     p.add_argument("--bundle", type=Path, default=BUNDLE, help="folder with wheels to install when missing (default: bench/gpu_bundle)")
-    p.add_argument("--work-dir", type=Path, default=None, help="where the random-weight checkpoints go (default: /dev/shm if roomy, else a temp folder)")
+    p.add_argument("--work-dir", type=Path, default=None, help="where the random-weight checkpoints and the bundle's install go, in a new "
+                   "run-* folder (default: bench/gpu_work; never /dev/shm, a tmpfs or a noexec mount)")
     p.add_argument("--gpu", default="0", help="the GPU to use when several are visible and CUDA_VISIBLE_DEVICES is unset (default: 0)")
     p.add_argument("--hide", nargs="*", default=list(HIDDEN), help=f"packages the runs treat as not installed (default: {' '.join(HIDDEN)})")
+    p.add_argument("--seal-bundle", nargs=2, type=Path, metavar=("NEW", "DEST"), help=f"make downloaded folder NEW the bundle DEST if it "
+                   f"holds at most {BUNDLE_LIMIT_MIB} MiB, else remove NEW (what `make gpu-check-bundle` runs)")
     p.add_argument("--child", help=argparse.SUPPRESS); p.add_argument("--child-out", help=argparse.SUPPRESS)  # one pair, internal
     args = p.parse_args(argv)
-    if args.child: return child(json.loads(args.child), Path(args.child_out))
+    if args.child or args.seal_bundle: return args
     from domaintune_course.config import read_settings
     known = [x for x in read_settings().sections() if x != "course"]
-    if set(args.profiles) - set(known): p.error(f"unknown profile(s) {sorted(set(args.profiles) - set(known))}: settings.ini has {', '.join(known)}")
+    if set(args.profiles or ()) - set(known): p.error(f"unknown profile(s) {sorted(set(args.profiles) - set(known))}: settings.ini has {', '.join(known)}")
+    if args.work_dir and not placement(args.work_dir)["ok"]: p.error(bad_work_dir(args.work_dir, placement(args.work_dir)))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    "Run the check (or, with --child, one pair) and write gpu.json; the results."
+    args = parse(argv)
+    if args.child: return child(json.loads(args.child), Path(args.child_out))
+    if args.seal_bundle: return seal_bundle(*args.seal_bundle)
     start = time.time()
-    budget = args.budget or (300 if args.dry_run else BUDGET_SECONDS)
+    work, place = work_dir(args.work_dir)
+    todo = plan(args.quick, args.dry_run, args.profiles, args.models, args.steps, args.budget)
     out = args.out or (benchlib.temp_dir("gpu-check-out-") if args.dry_run else benchlib.RESULTS)
-    work = work_dir(args.work_dir, args.dry_run)
-    result = dict(benchmark="gpu_check", **benchlib.header(__file__, argv), dry_run=args.dry_run, budget_seconds=budget,
-                  gpus=gpu_details(), hidden_packages=args.hide,
-                  work_dir=str(work), source=source())
+    result = dict(benchmark="gpu_check", **benchlib.header(__file__, argv), dry_run=args.dry_run, quick=args.quick, plan=todo,
+                  budget_seconds=todo["budget_seconds"], gpus=gpu_details(), hidden_packages=args.hide, work_dir=str(work),
+                  work_placement=place, source=source())
     result["bitsandbytes"] = ensure_package("bitsandbytes", args.bundle, work)
     result["versions"] = {**result["versions"], "bitsandbytes": result["bitsandbytes"].get("version")}
-    result["requirements"] = requirements()
+    try: result["requirements"] = requirements()
+    except Exception as e: result.update(requirements={}, requirements_error=f"{type(e).__name__}: {e}")  # e.g. Python 3.10 without tomli
+    result["version_mismatches"] = mismatches(result["requirements"])
+    print(version_report(result["requirements"], result["version_mismatches"]), flush=True)  # first, before anything runs
+    print(f"work folder: {work} ({place['fstype']} at {place['mount']}, {place['free_gib']} GiB free)", flush=True)
+    print(f"plan: {todo['mode']}, {', '.join('/'.join(x) for x in todo['pairs'])}, {todo['steps']} steps per pair, "
+          f"{todo['budget_seconds']:.0f} s budget (stops by {todo['hard_stop_seconds']:.0f} s)"
+          + (f", estimated {todo['estimate']['total_seconds']} s" if todo.get("estimate") else ""), flush=True)
     result["optional_packages"] = {n: installed_version(n) for n in HIDDEN}
-    env = child_env(args.dry_run, args.gpu)  # after ensure_package: PYTHONPATH may name the bundle's folder
+    env = child_env(args.dry_run, args.gpu, work)  # after ensure_package: PYTHONPATH may name the bundle's folder
     result["cuda_visible_devices"] = env.get("CUDA_VISIBLE_DEVICES")
     write = lambda: benchlib.write_result(out, "gpu.json", result)
     if result["bitsandbytes"]["source"] == "missing" or (not args.dry_run and not cuda_available(env)):
-        result.update(ok=False, error=result["bitsandbytes"].get("error") or "No CUDA GPU is visible to torch here. "
+        result.update(ok=False, status="failed", error=result["bitsandbytes"].get("error") or "No CUDA GPU is visible to torch here. "
                       "Fix: run on a machine with one, or pass --dry-run to check the script on a CPU.", runs=[])
         print(result["error"], file=sys.stderr); print(write())
         return result
-    steps, max_length = args.steps or (3 if args.dry_run else STEPS), args.max_length or (32 if args.dry_run else None)
-    deadline, runs, built = start + budget, [], {}
-    result.update(runs=runs, steps=steps, models={m: dict(config=CONFIGS[m], tiny=TINY[m] if args.dry_run else None) for m in args.models})
-    for profile in args.profiles:
-        for model in args.models:
-            print(f"{profile} / {model}", flush=True)
-            spec = dict(profile=profile, model=model, dry_run=args.dry_run, steps=steps, max_length=max_length, deadline=deadline,
-                        prompts=3 if args.dry_run else PROMPTS, new_tokens=8 if args.dry_run else NEW_TOKENS,
-                        work=str(work / f"{profile}-{model}"), model_dir=str(work / "models" / model), hide=args.hide,
-                        built_params=built.get(model))
-            Path(spec["work"]).mkdir(parents=True, exist_ok=True); (work / "models").mkdir(exist_ok=True)
-            if time.time() > deadline - 10: r = dict(profile=profile, model=model, ok=None, skipped="time budget spent", steps={})
-            else: r = run_pair(spec, work, timeout=max(deadline - time.time(), 0) + 15, env=env)
-            if r.get("steps", {}).get("build", {}).get("ok"): built[model] = r["steps"]["build"]["params"]
-            runs.append(r)
-            result.update(summary=[summary_row(x) for x in runs], elapsed_seconds=round(time.time() - start, 1))
-            write()
-            shutil.rmtree(spec["work"], ignore_errors=True)
+    previous = signal.signal(signal.SIGTERM, _stop) if _main_thread() else None
+    try: run_pairs(args, todo, work, env, start, result, write)
+    finally:
+        if previous is not None: signal.signal(signal.SIGTERM, previous)
+    runs = result["runs"]
     first = next((r["device"] for r in runs if r.get("device", {}).get("cuda")), None)
-    result.update(gpu=first, ok=all(r.get("ok") or r.get("not_for_this_gpu") for r in runs) and bool(runs),
-                  failed=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "failed"],
-                  incomplete=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "incomplete"],
+    result.update(gpu=first, status=overall(runs), failed=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "failed"],
+                  incomplete=[f"{r['profile']}/{r['model']}" for r in runs if status(r) == "incomplete" or r.get("skipped_for") == "time"],
                   skipped=[f"{r['profile']}/{r['model']}: {r['skipped']}" for r in runs if r.get("skipped")],
                   elapsed_seconds=round(time.time() - start, 1))
+    result["ok"] = result["status"] == "ok"
     print(write())
     for row in result["summary"]: print(json.dumps(row))
+    print(f"gpu_check: {result['status']}" + "".join(f"; {k}: {', '.join(result[k])}" for k in ("failed", "incomplete", "skipped") if result[k]))
     return result
+
+
+def _main_thread() -> bool:
+    "Is this the main thread (the only one that may set signal handlers)?"
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop(signum, frame):
+    "SIGTERM's handler: stop the pair in flight (subprocess.run kills it) and write what was done."
+    raise Stopped()
+
+
+def run_pairs(args, todo: dict, work: Path, env: dict, start: float, result: dict, write) -> None:
+    "Run the plan's pairs one after another within the budget, rewriting gpu.json after each."
+    deadline, runs, built = start + todo["budget_seconds"], [], {}
+    max_length = args.max_length or (32 if args.dry_run else None)
+    result.update(runs=runs, summary=[], steps=todo["steps"], models={m: dict(config=CONFIGS[m], tiny=TINY[m] if args.dry_run else None)
+                                                                    for m in dict.fromkeys(m for _, m in todo["pairs"])})
+    need, stopped = 5 if args.dry_run else MIN_PAIR_SECONDS, False
+    for profile, model in todo["pairs"]:
+        print(f"{profile} / {model}", flush=True)
+        spec = dict(profile=profile, model=model, dry_run=args.dry_run, steps=todo["steps"], max_length=max_length, deadline=deadline,
+                    prompts=todo["prompts"], new_tokens=todo["new_tokens"], one_by_one=todo["one_by_one"],
+                    work=str(work / f"{profile}-{model}"), model_dir=str(work / "models" / model), hide=args.hide, built_params=built.get(model))
+        left = deadline - time.time()
+        if stopped: r = dict(profile=profile, model=model, ok=None, skipped="not started: the check was stopped from outside", skipped_for="time", steps={})
+        elif left < need:
+            r = dict(profile=profile, model=model, ok=None, skipped_for="time", steps={},
+                     skipped=f"not started: {max(left, 0):.0f} s of the {todo['budget_seconds']:.0f} s budget left, under the {need} s a pair needs")
+        else:
+            Path(spec["work"]).mkdir(parents=True, exist_ok=True); (work / "models").mkdir(exist_ok=True)
+            r = run_pair(spec, work, timeout=left + GRACE, env=env)
+            stopped = bool(r.get("stopped_from_outside"))
+        if r.get("skipped") and not r.get("steps"): print(f"  skipped: {r['skipped']}", flush=True)
+        if r.get("steps", {}).get("build", {}).get("ok"): built[model] = r["steps"]["build"]["params"]
+        runs.append(r)
+        result.update(summary=[summary_row(x) for x in runs], elapsed_seconds=round(time.time() - start, 1))
+        write()
+        shutil.rmtree(spec["work"], ignore_errors=True)
 
 
 if __name__ == "__main__":
     res = main()
-    sys.exit(0 if "--child" in sys.argv or (res or {}).get("ok") else 1)
+    if "--child" in sys.argv or "--seal-bundle" in sys.argv: sys.exit(0)
+    sys.exit({"ok": 0, "incomplete": 3}.get((res or {}).get("status"), 1))

@@ -14,7 +14,8 @@ child's maximum resident set size as the kernel reports it for a waited-for chil
 
 --write-outputs runs each notebook with `course.execute_lesson` instead of nbdev's test runner: the notebook is written
 back with its outputs and their fingerprint (`course.stale` tells when they no longer match the code), and the figures
-are recorded as the lessons' costs (as --record does). With --only, the rows of the other lessons already in the
+are recorded as the lessons' costs (as --record does), and each lesson's cost table is redrawn from them
+(`course.refresh_cost_table`), so it shows the run that made the outputs. With --only, the rows of the other lessons already in the
 results file are kept.
 """
 import json, os, subprocess, sys, tempfile, time
@@ -106,8 +107,11 @@ def main(argv=None):
                   meets_target=total <= TARGET_SECONDS and all(r["ok"] for r in rows.values()))
     print(benchlib.write_result(args.out, "lessons.json", result))
     if (args.record or args.write_outputs) and not args.quick:
-        from domaintune_course.course import COSTS_FILE, record_costs
+        from domaintune_course.course import COSTS_FILE, record_costs, refresh_cost_table
         record_costs(result); print(f"costs recorded in {COSTS_FILE}")
+        if args.write_outputs:  # each lesson's cost table, drawn during its run, now shows that run
+            for nb in lessons(args.only):
+                if rows.get(nb.stem, {}).get("ok"): refresh_cost_table(nb)
     return result
 
 

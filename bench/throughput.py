@@ -7,6 +7,8 @@ timed; the batches are collated beforehand.
 
     python bench/throughput.py                 # SmolLM2-135M + LoRA on the bundled dialogues, MiniLM on the bundled reviews
     python bench/throughput.py --quick --out /tmp/b   # tiny models and toy rows: checks the script in seconds
+    python bench/throughput.py --paths causal --strategies dynamic group_by_length trl --examples 96 --merge
+        # the course against TRL's default configuration only, merged into results/throughput.json as `trl_comparison`
 
 On the causal path TRL's `SFTTrainer` with its default configuration runs beside them as a baseline (`speedup_vs_trl`).
 """
@@ -20,7 +22,7 @@ import benchlib
 # None: the whole training split (246 dialogues). Reviews: 400 of the 602, where length grouping's padding has reached its
 # floor (lesson 01a's padding_fraction on the training split: 3.3% at 256 reviews, 2.2% at 400, 2.3% at 602).
 DEFAULT_EXAMPLES = dict(causal=None, classify=400)
-TARGETS = dict(padding_fraction_max=0.03, speedup_vs_classic_min=1.8, speedup_vs_dynamic_min=1.3)
+TARGETS = dict(padding_fraction_max=0.03, speedup_vs_classic_min=1.8, speedup_vs_dynamic_min=1.3, speedup_vs_trl_min=1.2)
 
 
 # ---------------------------------------------------------------- data and models (all built by the package)
@@ -201,8 +203,8 @@ def summarize(plans: dict, times: dict, course: str) -> dict:
     for other in set(rows) - {course, *BASELINES.values()}:
         out[f"{other}_speedup"] = {k: round(tps[other] / tps[v], 3) for k, v in BASELINES.items() if v in tps}
     out["meets_targets"] = dict(padding_fraction=rows[course]["padding_fraction"] <= TARGETS["padding_fraction_max"],
-                                speedup_vs_classic=out["speedup_vs_classic"] >= TARGETS["speedup_vs_classic_min"],
-                                speedup_vs_dynamic=out["speedup_vs_dynamic"] >= TARGETS["speedup_vs_dynamic_min"])
+                                **{f"speedup_vs_{k}": out[f"speedup_vs_{k}"] >= TARGETS[f"speedup_vs_{k}_min"]
+                                   for k in BASELINES if f"speedup_vs_{k}" in out and f"speedup_vs_{k}_min" in TARGETS})
     return out
 
 
@@ -237,6 +239,7 @@ def bench_path(path: str, args) -> dict:
     if n and n < len(feats): feats = [feats[i] for i in random.Random(args.seed).sample(range(len(feats)), n)]
     names = ["pad_to_max", "dynamic", "group_by_length"] + (["packed"] if path == "causal" and not args.no_packing else []) \
             + (["trl"] if path == "causal" and not args.no_trl and importlib.util.find_spec("trl") else [])
+    if args.strategies: names = [n for n in names if n in args.strategies]
     out = dict(info, examples=len(feats), batch_size=args.batch_size, max_length=args.max_length,
                mean_length=round(statistics.mean(len(f["input_ids"]) for f in feats), 1), max_example_length=max(len(f["input_ids"]) for f in feats))
     if "packed" in names: out["packing_check"] = packing_check(model, feats)
@@ -262,8 +265,14 @@ def main(argv=None):
                         "unless cfg.extra['packing']); auto: packed where lesson 01a's packing check passes on this model")
     p.add_argument("--no-packing", action="store_true", help="leave out the packed strategy")
     p.add_argument("--no-trl", action="store_true", help="leave out TRL's default configuration (the speedup_vs_trl baseline)")
+    p.add_argument("--strategies", nargs="+", default=None, choices=list(STRATEGIES),
+                   help="measure only these strategies (default: all); the course's strategy must be among them")
+    p.add_argument("--merge", action="store_true", help="merge this run into OUT/throughput.json as `trl_comparison` (with its own "
+                   "date and command) and set its `speedup_vs_trl`, keeping the full run's other figures")
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args(argv)
+    if args.strategies and args.course not in args.strategies: p.error(f"--strategies must include the course's strategy ({args.course})")
+    if args.merge and not (args.strategies and "trl" in args.strategies): p.error("--merge is for a run of a few strategies that includes trl")
     args.examples = args.examples or (12 if args.quick else None)  # None: DEFAULT_EXAMPLES per path
     args.batch_size = args.batch_size or (4 if args.quick else 8)
     args.max_length = args.max_length or (320 if args.quick else 512)
@@ -271,10 +280,21 @@ def main(argv=None):
     result = dict(benchmark="throughput", **benchlib.header(__file__, argv), quick=args.quick, targets=TARGETS)
     for path in args.paths: result[path] = bench_path(path, args)
     head = result[args.paths[0]]
-    result.update(headline=args.paths[0], speedup_vs_classic=head["speedup_vs_classic"], speedup_vs_dynamic=head["speedup_vs_dynamic"],
-                  padding_fraction=head["padding_fraction"], **({"speedup_vs_trl": head["speedup_vs_trl"]} if "speedup_vs_trl" in head else {}))
+    result.update(headline=args.paths[0], padding_fraction=head["padding_fraction"],
+                  **{f"speedup_vs_{k}": head[f"speedup_vs_{k}"] for k in BASELINES if f"speedup_vs_{k}" in head})
+    if args.merge: result = merge_trl(args.out / "throughput.json", result)
     print(benchlib.write_result(args.out, "throughput.json", result))
     return result
+
+
+def merge_trl(path: Path, run: dict) -> dict:
+    "The full run in `path` with `run` (a few strategies, TRL's among them) added as `trl_comparison` and its `speedup_vs_trl`."
+    import json
+    full = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else dict(benchmark="throughput")
+    full["trl_comparison"] = run
+    full["speedup_vs_trl"] = run["speedup_vs_trl"]
+    full.setdefault("targets", {}).update(speedup_vs_trl_min=TARGETS["speedup_vs_trl_min"])
+    return full
 
 
 if __name__ == "__main__": main()

@@ -140,13 +140,14 @@ def detach(run_dir: Path, # a created run directory
 def _print_json(obj): print(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
 
 def cmd_env(args) -> int:
-    "Print the profile, library versions, hardware, and each registry model's licence and whether it loads offline (`--json`: as JSON)."
+    "Print the profile, library versions, hardware (with the fix when this PyTorch build cannot run the GPU), and each registry model's licence and whether it loads offline (`--json`: as JSON)."
     from domaintune_course.models import REGISTRY, environment
     e = environment() | dict(licenses={n: s.license for n, s in REGISTRY.items()})
     if args.json: _print_json(e); return 0
     h = e["hardware"]
     print(f"profile: {e['profile']}{' (rehearsal: budgets capped)' if e['rehearsal'] else ''}\nhardware: {h['cpu_count']} CPU cores, "
           + (f"{h['gpu_count']} x {h['device']} ({h['gpu_memory_gb']} GB, native bf16 {'yes' if h['bf16'] else 'no'})" if h["cuda"] else "no CUDA GPU"))
+    if e["gpu_advice"]: print(e["gpu_advice"])
     print("versions: " + ", ".join(f"{k} {v}" for k, v in e["versions"].items() if v))
     print("models (licence, available offline): " + ", ".join(f"{k} ({e['licenses'][k]}, {'yes' if v else 'no'})" for k, v in e["offline_models"].items()))
     print(f"hub reachable: {'yes' if e['hub_reachable'] else 'no'}"); return 0

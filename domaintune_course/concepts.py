@@ -138,12 +138,12 @@ def measure_strategy(strategy: str, # full | frozen | lora | qlora
                     ) -> dict:
     "Train `strategy` for `steps` steps; return parameters, memory, time per step and validation loss before and after."
     import torch
-    from domaintune_course.qlora import load_for_training, peak_memory, trainable_report
+    from domaintune_course.qlora import inference_device, load_for_training, peak_memory, trainable_report
     _release()
     cfg = make_config("qa", "cpu", model=model, strategy=strategy, precision="fp32", seed=seed, max_length=max_length,
                       gradient_checkpointing=False, extra=dict(trainable_blocks=trainable_blocks))
     m, tok = load_for_training(cfg)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = inference_device()  # the GPU only where this PyTorch build can run it
     if strategy != "qlora": m.to(device)
     train_b, val_b = (_batches(tok, recs, batch_size, max_length, device) for recs in (train_records[:steps * batch_size], val_records))
     before = _val_loss(m, val_b)

@@ -6,12 +6,12 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/config.htm
 
 # %% auto #0
 __all__ = ['TASKS', 'PROFILES', 'GPU_NAMES', 'MIN_GPU_GB', 'NOT_PROFILES', 'REHEARSAL_ENV', 'REHEARSAL_CAPS', 'InputError',
-           'packaged_settings', 'find_settings', 'read_settings', 'profile_for_device', 'hardware', 'detect_profile',
-           'gpu_cell', 'TrainConfig', 'profile_values', 'rehearsal_on', 'rehearse', 'rehearsal_cap',
-           'rehearsal_records', 'make_config', 'runs_dir', 'cache_dir']
+           'packaged_settings', 'find_settings', 'read_settings', 'profile_for_device', 'build_runs_on', 'hardware',
+           'cuda_usable', 'gpu_advice', 'detect_profile', 'gpu_cell', 'TrainConfig', 'profile_values', 'rehearsal_on',
+           'rehearse', 'rehearsal_cap', 'rehearsal_records', 'make_config', 'runs_dir', 'cache_dir']
 
 # %% ../nbs/reference/config.ipynb #7a5a51ab
-import configparser, dataclasses, os
+import configparser, dataclasses, os, re
 from dataclasses import dataclass, field, fields, asdict
 from importlib import resources
 from pathlib import Path
@@ -68,33 +68,66 @@ def profile_for_device(name: str | None, # CUDA device name, or None when there 
         if bf16_ok and enough(prof): return prof
     return "t4" if enough("t4") else "cpu"
 
+# %% ../nbs/reference/config.ipynb #2f017ac0
+def _arch(name: str) -> tuple | None:
+    "(kind, major, minor, suffix) of a CUDA architecture name (`sm_86`, `sm_90a`, `sm_100f`, `compute_89`); None for any other."
+    m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]*)", str(name).strip().lower())
+    return (m[1], int(m[2]), int(m[3]), m[4]) if m else None
+
+def build_runs_on(capability: tuple[int, int], # the GPU's compute capability (major, minor)
+                  arch_list: list[str], # what the PyTorch build was compiled for (`torch.cuda.get_arch_list()`)
+                 ) -> bool:
+    "Does a build compiled for `arch_list` run on this GPU: a kernel of its major version at or below its minor, or PTX at or below it?"
+    major, minor = capability
+    def runs(kind, M, m, suffix):
+        if suffix == "a": return (M, m) == (major, minor)                   # arch-specific: that GPU only
+        if kind == "sm" or suffix == "f": return M == major and m <= minor  # binary: within one major version
+        return (M, m) <= (major, minor)                                     # PTX: compiled just in time for a newer GPU
+    archs = [a for a in map(_arch, arch_list) if a]
+    return not archs or any(runs(*a) for a in archs)  # nothing to judge by (a ROCm build's gfx targets): not refused on a guess
+
 # %% ../nbs/reference/config.ipynb #7c046d3a
 def hardware() -> dict:
-    "What this machine has: CPU cores, and the CUDA devices if any (the first one's name, memory, capability, native bf16)."
+    "This machine: CPU cores, the first CUDA device if any (name, memory, capability, native bf16), and whether this PyTorch build runs it."
     import torch
-    info = dict(cpu_count=os.cpu_count(), cuda=torch.cuda.is_available(), gpu_count=0, device=None, bf16=False,
-                gpu_memory_gb=None, capability=None)
-    if info["cuda"]:
-        p = torch.cuda.get_device_properties(0)
-        info.update(gpu_count=torch.cuda.device_count(), device=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1),
-                    capability=f"{p.major}.{p.minor}", bf16=torch.cuda.is_bf16_supported(including_emulation=False))
+    info = dict(cpu_count=os.cpu_count(), cuda=torch.cuda.is_available(), cuda_usable=False, gpu_count=0, device=None, bf16=False,
+                gpu_memory_gb=None, capability=None, arch_list=None)
+    if not info["cuda"]: return info
+    p, archs = torch.cuda.get_device_properties(0), torch.cuda.get_arch_list()  # neither launches a kernel
+    usable = build_runs_on((p.major, p.minor), archs)
+    info.update(gpu_count=torch.cuda.device_count(), device=p.name, gpu_memory_gb=round(p.total_memory / 2**30, 1),
+                capability=f"{p.major}.{p.minor}", arch_list=archs, cuda_usable=usable,  # without emulation it reads the capability only
+                bf16=usable and torch.cuda.is_bf16_supported(including_emulation=False))
     return info
 
+def cuda_usable() -> bool:
+    "Can this process compute on the GPU: CUDA present and a build with kernels for it? Every choice of device asks this."
+    return hardware()["cuda_usable"]
+
+def gpu_advice(h: dict | None = None, # `hardware()`'s answer; None asks it
+              ) -> str | None:
+    "What happened and what to do when this PyTorch build cannot run the GPU (the course then computes on the CPU); None otherwise."
+    h = h or hardware()
+    if not h["cuda"] or h["cuda_usable"]: return None
+    return (f"This PyTorch build has no kernels for the {h['device']} (compute capability {h['capability']}; the build carries "
+            f"{', '.join(h['arch_list'])}), so the course computes on the CPU. On Kaggle: Settings > Accelerator > GPU T4 x2; "
+            "elsewhere install a PyTorch build for this GPU, or run on the cpu profile (DOMAINTUNE_PROFILE=cpu).")
+
 def detect_profile() -> str:
-    "The profile to use: `DOMAINTUNE_PROFILE` if set, otherwise the one that fits this machine."
+    "The profile to use: `DOMAINTUNE_PROFILE` if set, otherwise the one that fits this machine (`cpu` for a GPU this build cannot run)."
     env = os.environ.get("DOMAINTUNE_PROFILE", "").strip()
     if env: return env
     h = hardware()
-    return profile_for_device(h["device"], h["bf16"], h["gpu_memory_gb"])
+    return profile_for_device(h["device"] if h["cuda_usable"] else None, h["bf16"], h["gpu_memory_gb"])
 
 # %% ../nbs/reference/config.ipynb #b7feb6cc
 def gpu_cell(why: str, # what the cell does on a GPU (and what it costs there), said when it is skipped
             ) -> bool:
-    "Should a `#| gpu` cell run here? Yes with CUDA or in a rehearsal; otherwise say why it is skipped."
-    import torch
-    if torch.cuda.is_available() or rehearsal_on(): return True
-    print(f"Skipped: no CUDA GPU here, and this cell {why}. Run it on a GPU runtime (Colab: Runtime > Change runtime type; "
-          "Kaggle: Settings > Accelerator).")
+    "Should a `#| gpu` cell run here? Yes with a GPU this build runs, or in a rehearsal; otherwise say why it is skipped."
+    if cuda_usable() or rehearsal_on(): return True
+    advice = gpu_advice()
+    print(f"Skipped: {advice + ' This' if advice else 'no CUDA GPU here, and this'} cell {why}. Run it on a GPU runtime "
+          "(Colab: Runtime > Change runtime type; Kaggle: Settings > Accelerator).")
     return False
 
 # %% ../nbs/reference/config.ipynb #dbd6ec79

@@ -38,6 +38,11 @@ SHAPES = {s.name: s for s in [
     ModelShape("falcon-rw-1b", 1311.6e6, 24, 2048, 50304, True, 8192, 4.0, heads=32, gated=False, lora_in=1.0),
     ModelShape("phi-2", 2779.7e6, 32, 2560, 51200, False, 10240, 8.0, heads=32, gated=False, lora_in=4.0, hidden_dropout=0.1),
     ModelShape("llama-7b", 6738.4e6, 32, 4096, 32000, False, 11008, 19.06, heads=32, lora_in=8.688),
+    # the GPU profiles' classifiers, as `AutoModelForSequenceClassification` builds them (classify's GPU cost estimate)
+    ModelShape("distilbert-base-uncased", 66.96e6, 6, 768, 30522, True, 3072, 6.0, heads=12, gated=False, lora_in=3.0,
+               attn_dropout=0.1, hidden_dropout=0.1, lm_head=False),
+    ModelShape("bert-base-uncased", 109.48e6, 12, 768, 30522, True, 3072, 6.0, heads=12, gated=False, lora_in=3.0,
+               attn_dropout=0.1, hidden_dropout=0.1, lm_head=False),
 ]}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit code + 8-bit block scale (64) + fp32 scale of scales (256)
 OPTIMIZER_BYTES = {"adamw": 8, "adamw_torch": 8, "paged_adamw_8bit": 2, "adamw_8bit": 2, "sgd": 0, "adafactor": 4}

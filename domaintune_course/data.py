@@ -6,13 +6,13 @@ Docs: https://domaintune-course.github.io/domaintune-course/data.html.md"""
 
 # %% auto #0
 __all__ = ['BUNDLED', 'DEFAULT_BLOCKLIST', 'MIN_WORDS', 'SPLITS', 'BLURB', 'END_MARKER', 'PROMPT_TEMPLATES', 'OUTPUT_FILES',
-           'bundled_path', 'load_task_data', 'normalise_text', 'shingles', 'jaccard', 'similar_pairs', 'max_similarity',
-           'clean_records', 'fingerprint', 'label_maps', 'split_records', 'build_prompt', 'as_record', 'build_example',
-           'cut_at_end', 'prepare_data', 'read_splits', 'format_report', 'DataError', 'TASK_FIELDS', 'SENTIMENT_LABELS',
-           'read_records', 'read_source', 'describe_read', 'sentiment_label', 'normalise_labels', 'FORMATS', 'NOT_DATA',
-           'ARCHIVES', 'SHEETS', 'QUOTE_FIX', 'TEXT_COLUMNS', 'LABEL_COLUMNS', 'QA_LAYOUTS', 'QA_FIX', 'ROLES',
-           'SENTIMENT_ALIASES', 'KEEP', 'FIELD_NAMES', 'carve_validation', 'read_aclimdb', 'load_imdb',
-           'load_dialogsum', '_imdb_records', '_dialogsum_records']
+           'bundled_path', 'load_task_data', 'normalise_text', 'prompt_key', 'duplicate_prompts', 'shingles', 'jaccard',
+           'similar_pairs', 'max_similarity', 'clean_records', 'fingerprint', 'label_maps', 'split_records',
+           'build_prompt', 'as_record', 'build_example', 'cut_at_end', 'prepare_data', 'read_splits', 'format_report',
+           'DataError', 'TASK_FIELDS', 'SENTIMENT_LABELS', 'read_records', 'read_source', 'describe_read',
+           'sentiment_label', 'normalise_labels', 'FORMATS', 'NOT_DATA', 'ARCHIVES', 'SHEETS', 'QUOTE_FIX',
+           'TEXT_COLUMNS', 'LABEL_COLUMNS', 'QA_LAYOUTS', 'QA_FIX', 'ROLES', 'SENTIMENT_ALIASES', 'KEEP', 'FIELD_NAMES',
+           'carve_validation', 'read_aclimdb', 'load_imdb', 'load_dialogsum', '_imdb_records', '_dialogsum_records']
 
 # %% ../nbs/01_data.ipynb #3a04d9f2
 import hashlib, json, random, re, unicodedata
@@ -58,6 +58,20 @@ def normalise_text(text: str) -> str:
     text = re.sub(r"[ \t\u00a0\u2000-\u200b\u3000]+", " ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+# %% ../nbs/01_data.ipynb #35576466
+def prompt_key(text: str) -> str:
+    "`normalise_text`, lower-cased, punctuation removed, whitespace collapsed: equal for prompts that differ only in those."
+    return " ".join(re.sub(r"[^\w\s]|_", "", normalise_text(text).lower()).split())
+
+def duplicate_prompts(records: list[dict], # normalised records
+                      task: str, # qa | classify | summarize
+                     ) -> list[list[str]]:
+    "The ids of the records that share a prompt (its `prompt_key`), one list per prompt held by two or more records."
+    by = defaultdict(list)
+    for r in records:
+        if key := prompt_key(r[TASK_FIELDS[task][0]]): by[key].append(r["id"])
+    return [ids for ids in by.values() if len(ids) > 1]
 
 # %% ../nbs/01_data.ipynb #e8721f54
 def shingles(text: str, n: int = 5) -> set:
@@ -118,16 +132,29 @@ def _screen(records, task, patterns, min_words):
     return kept, changed, short, blocked, counts
 
 # %% ../nbs/01_data.ipynb #234db65c
+def _same_answer(task, a, b, threshold) -> bool:
+    "Are two records with one prompt also near duplicates in their answers? Never for classify: labels match or conflict."
+    return task != "classify" and jaccard(*(shingles(str(r[TASK_FIELDS[task][1]])) for r in (a, b))) >= threshold
+
 def _dedupe(records, task, threshold):
-    "Drop exact duplicates (same input) and near duplicates (shingle Jaccard >= threshold), keeping the first."
-    first, kept, exact, conflicts = {}, [], [], 0
+    "Drop exact duplicates (`prompt_key` of prompt and answer) and near duplicates (shingle Jaccard >= threshold), keeping the first."
+    first, kept, exact = set(), [], []
     for r in records:
-        key = _main_text(task, r).lower()
-        if key in first:
-            exact.append(r["id"]); conflicts += task == "classify" and first[key]["label"] != r["label"]; continue
-        first[key] = r; kept.append(r)
-    near = {i for i, _, _ in similar_pairs([_main_text(task, r) for r in kept], threshold)} if threshold < 1 else set()
-    return [r for i, r in enumerate(kept) if i not in near], exact, [kept[i]["id"] for i in sorted(near)], conflicts
+        key = tuple(prompt_key(str(r[f])) for f in TASK_FIELDS[task])
+        if key in first: exact.append(r["id"]); continue
+        first.add(key); kept.append(r)
+    keys = [prompt_key(r[TASK_FIELDS[task][0]]) for r in kept]
+    pairs = similar_pairs([_main_text(task, r) for r in kept], threshold) if threshold < 1 else []
+    near = {i for i, j, _ in pairs if keys[i] != keys[j] or _same_answer(task, kept[i], kept[j], threshold)}
+    return [r for i, r in enumerate(kept) if i not in near], exact, [kept[i]["id"] for i in sorted(near)]
+
+# %% ../nbs/01_data.ipynb #8da82de5
+def _prompt_report(records, task) -> dict:
+    "Groups of records that share a prompt, the records they hold, and (classify) the groups whose labels disagree."
+    groups, label = duplicate_prompts(records, task), {r["id"]: r.get("label") for r in records}
+    conflicts = [ids for ids in groups if len({label[i] for i in ids}) > 1]
+    return dict(duplicate_prompt_groups=len(groups), duplicate_prompt_records=sum(map(len, groups)),
+                conflicting_labels=len(conflicts), duplicate_prompts=groups, conflicts=conflicts)
 
 # %% ../nbs/01_data.ipynb #bf9e3edf
 def clean_records(records: list[dict], # normalised records from `read_records`
@@ -138,12 +165,12 @@ def clean_records(records: list[dict], # normalised records from `read_records`
                   sample_size: int = 3, # random records shown at the end of the report
                   seed: int = 42, # for the sample
                  ) -> tuple[list[dict], dict]:
-    "Cleaned records and a report of what cleaning did, ending with a few random records to read."
+    "Cleaned records and a report of what cleaning did and which kept records share a prompt, ending with a few records to read."
     patterns = list(DEFAULT_BLOCKLIST) + list(blocklist or [])
     kept, changed, short, blocked, counts = _screen(records, _check_task(task), patterns, min_words or MIN_WORDS[task])
-    kept, exact, near, conflicts = _dedupe(kept, task, near_threshold)
+    kept, exact, near = _dedupe(kept, task, near_threshold)
     report = dict(task=task, records_in=len(records), records_out=len(kept), whitespace_normalised=changed,
-                  too_short=len(short), exact_duplicates=len(exact), conflicting_labels=conflicts,
+                  too_short=len(short), exact_duplicates=len(exact), **_prompt_report(kept, task),
                   near_duplicates=len(near), near_threshold=near_threshold,
                   blocked={p: counts[p] for p in patterns}, blocked_total=len(blocked),
                   dropped=dict(too_short=short, blocked=blocked, exact_duplicates=exact, near_duplicates=near))
@@ -157,15 +184,26 @@ def _targets(n: int, fractions) -> list[int]:
     val, test = round(n * fractions[1]), round(n * fractions[2])
     return [n - val - test, val, test]
 
-def _units(records, task: str, seed: int) -> list[list[dict]]:
-    "Records grouped into units that stay together (paraphrase groups for qa), in seeded order."
-    rng = random.Random(seed)
+def _units(records, unit_of: dict, seed: int) -> list[list[dict]]:
+    "Records grouped into the units that stay together (`_unit_keys`), in seeded order."
     by = defaultdict(list)
-    for r in sorted(records, key=lambda r: r["id"]):
-        by[r.get("group", r["id"]) if task == "qa" else r["id"]].append(r)
+    for r in sorted(records, key=lambda r: r["id"]): by[unit_of[r["id"]]].append(r)
     units = [by[k] for k in sorted(by)]
-    rng.shuffle(units)
+    random.Random(seed).shuffle(units)
     return units
+
+# %% ../nbs/01_data.ipynb #4204e77e
+def _unit_keys(records, task: str) -> dict:
+    "Each id's unit: its paraphrase group (qa) or its id, joined (union) with every unit that shares a prompt with it."
+    base, parent = {r["id"]: r.get("group", r["id"]) if task == "qa" else r["id"] for r in records}, {}
+    def root(k):
+        while parent.get(k, k) != k: k = parent[k]
+        return k
+    for ids in duplicate_prompts(records, task):
+        for a, b in zip(ids, ids[1:]):
+            low, high = sorted((root(base[a]), root(base[b])))
+            if low != high: parent[high] = low
+    return {i: root(u) for i, u in base.items()}
 
 # %% ../nbs/01_data.ipynb #ac061a07
 def _fill(units, targets) -> list[list[dict]]:
@@ -192,15 +230,16 @@ def label_maps(records: list[dict]) -> tuple[dict, dict]:
 # %% ../nbs/01_data.ipynb #c58a9909
 SPLITS = ("train", "validation", "test")
 
-def _stratified(records, task: str, seed: int, fractions) -> list[list[dict]]:
-    "Train/validation/test parts filled label by label, so each split keeps the data's class proportions."
-    strata = defaultdict(list)
-    for r in records: strata[r["label"]].append(r)
-    parts, done = [[], [], []], [0, 0, 0]
+def _stratified(records, unit_of: dict, seed: int, fractions) -> list[list[dict]]:
+    "Train/validation/test parts filled label by label (a unit goes with its first record's label), keeping the class proportions."
+    first = {}
+    for r in sorted(records, key=lambda r: r["id"]): first.setdefault(unit_of[r["id"]], r["label"])
+    strata, parts, done = defaultdict(list), [[], [], []], [0, 0, 0]
+    for r in records: strata[first[unit_of[r["id"]]]].append(r)
     for label in sorted(strata):
         cum = sum(len(p) for p in parts) + len(strata[label])
         want = [t - d for t, d in zip(_targets(cum, fractions), done)]
-        for p, got in zip(parts, _fill(_units(strata[label], task, seed), want)): p.extend(got)
+        for p, got in zip(parts, _fill(_units(strata[label], unit_of, seed), want)): p.extend(got)
         done = [len(p) for p in parts]
     return parts
 
@@ -210,10 +249,11 @@ def split_records(records: list[dict], # normalised records
                   seed: int = 42, # the shuffle seed
                   fractions: tuple = (0.7, 0.15, 0.15), # train, validation, test
                  ) -> tuple[dict, dict]:
-    "Deterministic train/validation/test splits (stratified for classify, groups kept whole for qa) and their manifest."
+    "Deterministic train/validation/test splits (stratified for classify; paraphrase groups and shared prompts kept whole) and their manifest."
     _check_task(task)
     if abs(sum(fractions) - 1) > 1e-6 or len(fractions) != 3: raise InputError(f"fractions {fractions}: give three numbers that sum to 1.")
-    parts = _stratified(records, task, seed, fractions) if task == "classify" else _fill(_units(records, task, seed), _targets(len(records), fractions))
+    unit_of = _unit_keys(records, task)
+    parts = _stratified(records, unit_of, seed, fractions) if task == "classify" else _fill(_units(records, unit_of, seed), _targets(len(records), fractions))
     splits = dict(zip(SPLITS, parts))
     manifest = dict(task=task, seed=seed, fractions=list(fractions), fingerprint=fingerprint(records),
                     counts={k: len(v) for k, v in splits.items()}, ids={k: [r["id"] for r in v] for k, v in splits.items()})
@@ -346,16 +386,26 @@ def read_splits(out_dir, # a directory written by `prepare_data`
     if missing: raise InputError(f"{out_dir}: missing {', '.join(missing)}. Fix: run `domaintune prepare` into this directory first.")
     return {k: read_records(out_dir / f"{k}.jsonl", task) for k in SPLITS}
 
+# %% ../nbs/01_data.ipynb #b972d37c
+def _duplicate_lines(report: dict, shown: int = 5) -> list[str]:
+    "The report's lines on records that share a prompt, and on the labels that disagree."
+    n = report.get("duplicate_prompt_groups")
+    if n is None: return []
+    lines = [f"  duplicate prompts: {n} group{'s' * (n != 1)} holding {report['duplicate_prompt_records']} records, each group kept in one split" if n else "  duplicate prompts: 0"]
+    conflicts = report.get("conflicts", [])
+    lines += [f"    labels disagree for {', '.join(ids)}: all kept, in one split; correct the wrong label in the data" for ids in conflicts[:shown]]
+    return lines + ([f"    ... {len(conflicts) - shown} more in report.json (conflicts)"] if len(conflicts) > shown else [])
+
 # %% ../nbs/01_data.ipynb #3c19e43c
 def format_report(report: dict, # from `prepare_data` or `clean_records` (or a task's `prepare`)
                   width: int = 300, # characters shown per field of a sampled record
                  ) -> str:
-    "The report as text: what was read, what was dropped and why, the splits, and a few records to read."
+    "The report as text: what was read, what was dropped and why, shared prompts, the splits, and a few records to read."
     keys = ("records_in", "records_out", "whitespace_normalised", "too_short", "exact_duplicates", "conflicting_labels",
             "near_duplicates", "blocked_total")
     lines = [f"{report.get('source', 'data')} ({report.get('task', '?')})"]
     if "read" in report: lines.append(f"  read: {describe_read(report['read'])}")
-    lines += [f"  {k.replace('_', ' ')}: {report[k]}" for k in keys if k in report]
+    lines += [f"  {k.replace('_', ' ')}: {report[k]}" for k in keys if k in report] + _duplicate_lines(report)
     lines += [f"    blocked by {p!r}: {n}" for p, n in report.get("blocked", {}).items() if n]
     if "label_counts" in report: lines.append(f"  labels: {report['label_counts']}")
     if "splits" in report: lines.append(f"  splits: {report['splits']} -> {report.get('out_dir', '?')}")

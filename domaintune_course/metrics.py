@@ -6,9 +6,9 @@ Docs: https://domaintune-course.github.io/domaintune-course/metrics.html.md"""
 
 # %% auto #0
 __all__ = ['ROUGE_TYPES', 'ABBREVIATIONS', 'classification_report', 'plot_confusion', 'plot_roc_pr', 'plot_loss_curves',
-           'chance_levels', 'diagnose_fit', 'most_confident_errors', 'split_sentences', 'one_sentence_per_line',
-           'rouge_scores', 'normalize_answer', 'exact_match', 'token_f1', 'perplexity', 'bootstrap_ci',
-           'paired_bootstrap', 'plot_metric_comparison']
+           'chance_levels', 'diagnose_fit', 'fit_verdict', 'most_confident_errors', 'split_sentences',
+           'one_sentence_per_line', 'rouge_scores', 'normalize_answer', 'exact_match', 'token_f1', 'perplexity',
+           'bootstrap_ci', 'paired_bootstrap', 'plot_metric_comparison']
 
 # %% ../nbs/02c_metrics.ipynb #060995eb
 import functools, math, re, string
@@ -188,6 +188,24 @@ def diagnose_fit(log_history: list[dict], # `trainer.state.log_history`
         return (f"still improving (eval loss fell more than {tol:.0%} over the last third of evaluations): "
                 f"{ev[-1 - third]:.3f} -> {ev[-1]:.3f}; train longer.{gap}")
     return f"good fit (none of the rules above fired): eval loss flattened near its minimum {ev[best]:.3f} (step {steps[best]}).{gap}"
+
+# %% ../nbs/02c_metrics.ipynb #7036751d
+def fit_verdict(task: str, # classify, or qa / summarize (a causal LM)
+                log_history: list[dict], # `trainer.state.log_history`
+                labels: list | None = None, # classify: the training labels (their frequencies give the majority class)
+                classes: int | None = None, # classify: how many classes the head chooses from; default: those in `labels`
+                vocab_size: int | None = None, # qa, summarize: the tokenizer's vocabulary
+                tol: float = 0.05, # relative change treated as real rather than noise
+               ) -> str:
+    "`diagnose_fit` told what a model of `task` that learned nothing scores, so that a run at chance is never called a fit."
+    if task == "classify":
+        if not labels: raise ValueError("fit_verdict('classify', ...) needs the training `labels`: without them a classifier at chance can read as a good fit.")
+        chance = chance_levels(labels, classes)
+    elif task in ("qa", "summarize"):
+        if not vocab_size: raise ValueError(f"fit_verdict({task!r}, ...) needs `vocab_size`: a language model that learned nothing scores ln(vocabulary).")
+        chance = dict(chance_loss=math.log(vocab_size))
+    else: raise ValueError(f"fit_verdict: unknown task {task!r}; use classify, qa or summarize.")
+    return diagnose_fit(log_history, tol, chance=chance)
 
 # %% ../nbs/02c_metrics.ipynb #57493b6e
 def _confidence(pred, score, pos_label, labels) -> float:

@@ -6,16 +6,17 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/models.htm
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'REGISTRY', 'TOKENIZER_FILES', 'ModelSpec', 'package_dir', 'available_offline', 'convert_gguf',
-           'offline_dir', 'hub_reachable', 'snapshot_missing', 'resolve_model', 'load_permissions', 'load_tokenizer',
-           'load_model', 'inference_device', 'versions', 'platform_name', 'environment', 'setup_report']
+           'offline_dir', 'hub_reachable', 'snapshot_missing', 'convert_pickle', 'resolve_model', 'load_permissions',
+           'load_tokenizer', 'load_model', 'inference_device', 'versions', 'platform_name', 'environment',
+           'setup_report']
 
 # %% ../nbs/reference/models.ipynb #f79ee445
-import importlib.util, json, os, shutil, socket, tempfile
+import importlib.util, json, os, pickle, shutil, socket, tempfile, zipfile
 from dataclasses import dataclass, asdict
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
-from .config import InputError, cache_dir, detect_profile, hardware, rehearsal_on
+from .config import InputError, cache_dir, cuda_usable, detect_profile, gpu_advice, hardware, rehearsal_on
 
 # %% ../nbs/reference/models.ipynb #d883546c
 @dataclass(frozen=True)
@@ -124,12 +125,83 @@ def snapshot_missing(path: Path | str, # a model directory (a hub snapshot, a sa
     "What `path` lacks to load as a model with its tokenizer: config, every weights shard, tokenizer files (empty: complete)."
     d, missing = Path(path), []
     if not (d / "config.json").is_file(): missing.append("config.json")
-    kinds = ("safetensors", "bin") if allow_pickle else ("safetensors",)
-    index = next((d / f"model.{k}.index.json" for k in kinds if (d / f"model.{k}.index.json").is_file()), None)
+    kinds = ("model.safetensors", "pytorch_model.bin") if allow_pickle else ("model.safetensors",)
+    index = next((d / f"{k}.index.json" for k in kinds if (d / f"{k}.index.json").is_file()), None)
     if index: missing += sorted({s for s in json.loads(index.read_text())["weight_map"].values() if not (d / s).is_file()})
-    elif not any(any(d.glob(f"*.{k}")) for k in kinds): missing.append("model.safetensors (weights)")
+    elif not any(d.glob("*.safetensors")) and not (allow_pickle and any(d.glob("pytorch_model*.bin"))):
+        missing.append(f"{' or '.join(kinds)} (weights)")
     if not any((d / f).is_file() for f in TOKENIZER_FILES): missing.append(f"tokenizer files ({' or '.join(TOKENIZER_FILES)})")
     return missing
+
+# %% ../nbs/reference/models.ipynb #a4dc4eb4
+def _weights(files) -> str | None:
+    "The weights a repository's top-level file names hold: `safetensors`, `bin` (a pickle only) or None."
+    names = [str(f) for f in files if "/" not in str(f)]
+    if any(n.endswith(".safetensors") for n in names): return "safetensors"
+    return "bin" if any(n.startswith("pytorch_model") and n.endswith((".bin", ".bin.index.json")) for n in names) else None
+
+@lru_cache(maxsize=None)
+def _hub_weights(hub_id: str) -> str | None:
+    "What `hub_id`'s main branch holds, asked of the hub (one request per process); None when it cannot say."
+    try:
+        from huggingface_hub import HfApi
+        return _weights(s.rfilename for s in HfApi().model_info(hub_id).siblings or [])
+    except Exception: return None
+
+def _unshared(state: dict) -> dict:
+    "`state` with no two tensors on one storage (safetensors refuses tied weights): each later alias becomes a copy."
+    seen, out = set(), {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone().contiguous() if ptr in seen and v.numel() else v.contiguous()
+        seen.add(ptr)
+    return out
+
+# %% ../nbs/reference/models.ipynb #1df99658
+def convert_pickle(src: Path | str, # a model directory with pickle weights (pytorch_model.bin, or shards and their index)
+                   dest: Path | str, # the directory to write: safetensors weights, and the config and tokenizer files
+                  ) -> Path:
+    "Rewrite a pickle checkpoint as safetensors, read with torch's safe loader (`weights_only=True`: tensors only, no code), atomically."
+    import torch
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+    src, dest = Path(src), Path(dest)
+    index = src / "pytorch_model.bin.index.json"
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["pytorch_model.bin"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp, weight_map = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-")), {}
+    try:
+        for shard in tqdm(shards, desc=f"First use: converting {dest.name}'s pickle weights to safetensors (once)"):
+            out = "model.safetensors" if len(shards) == 1 else shard.replace("pytorch_model", "model").replace(".bin", ".safetensors")
+            state = torch.load(src / shard, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(src / shard))
+            save_file(_unshared(state), tmp / out, metadata={"format": "pt"}); weight_map |= dict.fromkeys(state, out)
+        if len(shards) > 1: (tmp / "model.safetensors.index.json").write_text(json.dumps(dict(metadata={}, weight_map=weight_map), indent=2))
+        for f in src.iterdir():  # config, generation config, tokenizer files; not the pickles
+            if f.is_file() and not (f.name.startswith("pytorch_model") or f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")): shutil.copy(f, tmp / f.name)
+        if dest.exists(): shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+# %% ../nbs/reference/models.ipynb #6d35a3af
+def _safe_copy(name: str, # a registry name
+               snapshot: Path | str, # a complete download of its main branch, with pickle weights
+              ) -> Path:
+    "Registry model `name` as safetensors in the course's cache, converted from `snapshot` on first use."
+    dest = cache_dir() / "models" / name
+    if _is_model_dir(dest): return dest  # written whole or not at all
+    try: return convert_pickle(snapshot, dest)
+    except pickle.UnpicklingError as e:
+        raise InputError(f"Model {name!r}: {snapshot} holds pickle weights with more than tensors in them, which torch's safe loader refuses "
+                         f"({e}). Fix: delete {Path(snapshot).parent.parent} and download it anew; report it if it persists.") from e
+    except OSError as e:
+        raise InputError(f"Model {name!r}: cannot write its safetensors copy to {dest} ({e.strerror or e}). Fix: free disk space there, "
+                         "or point DOMAINTUNE_CACHE at a folder with room for the model.") from e
+
+def _download_pickle(hub_id: str) -> str:
+    "Download `hub_id`'s main branch (config, tokenizer, pickle weights; no other weight formats) into the Hugging Face cache."
+    from huggingface_hub import snapshot_download
+    return snapshot_download(hub_id, allow_patterns=["*.json", "*.txt", "*.model", "pytorch_model*.bin"])
 
 # %% ../nbs/reference/models.ipynb #5d45492c
 def _not_found(name: str, spec, hub_id: str, tried: list) -> InputError:
@@ -141,7 +213,7 @@ def _not_found(name: str, spec, hub_id: str, tried: list) -> InputError:
 def resolve_model(name: str, # registry name, local directory or hub id
                   allow_pickle: bool = False, # may a cached snapshot hold pickle (.bin) weights instead of safetensors?
                  ) -> str:
-    "A local directory or hub id that `from_pretrained` can load for `name` (the hub id while the hub is reachable), or an `InputError` that says how to get it."
+    "A local directory or hub id that `from_pretrained` can load for `name` (the hub id while the hub is reachable, a safetensors copy for pickle-only registry models), or an `InputError` that says how to get it."
     name = str(name)
     if _is_model_dir(name): return str(Path(name).expanduser())
     p = Path(name).expanduser()
@@ -154,12 +226,15 @@ def resolve_model(name: str, # registry name, local directory or hub id
     hub_id = spec.hub_id if spec else name
     if spec is None and "/" not in name:
         raise InputError(f"Unknown model {name!r}: not a registry name ({', '.join(REGISTRY)}), not a local model directory, not a hub id (org/name).")
-    if hub_reachable(): return hub_id  # the hub completes whatever the cache holds
-    cached = _hub_cached(hub_id)
-    if cached and not snapshot_missing(cached, allow_pickle): return cached
+    if spec and _is_model_dir(cache_dir() / "models" / name): return str(cache_dir() / "models" / name)  # converted from pickle before
+    if hub_reachable():  # the hub completes whatever the cache holds; a registry model with pickle weights only is converted
+        return str(_safe_copy(name, _download_pickle(hub_id))) if spec and _hub_weights(hub_id) == "bin" else hub_id
+    cached, pickle_ok = _hub_cached(hub_id), allow_pickle or spec is not None
+    if cached and not snapshot_missing(cached, pickle_ok):
+        return str(_safe_copy(name, cached)) if spec and _weights(os.listdir(cached)) == "bin" else cached
     if cached:
         raise InputError(f"Model {name!r}: the Hugging Face cache holds only part of {hub_id} ({cached} lacks "
-                         f"{', '.join(snapshot_missing(cached, allow_pickle))}) and the hub is not reachable. Fix: run again where the hub "
+                         f"{', '.join(snapshot_missing(cached, pickle_ok))}) and the hub is not reachable. Fix: run again where the hub "
                          f"is reachable (Kaggle: switch Internet on in Settings) to finish the download, or delete {Path(cached).parent.parent} and download it anew.")
     raise _not_found(name, spec, hub_id, tried + [f"the Hugging Face cache ({hub_id} not downloaded)", "the hub (not reachable)"])
 
@@ -181,6 +256,21 @@ def load_tokenizer(name: str, # registry name, local directory or hub id
     return AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
 
 # %% ../nbs/reference/models.ipynb #41bb2279
+def _checked_head(path, **kwargs):
+    "A sequence classifier whose new head starts random, said once by the course instead of transformers' load report."
+    import logging, warnings
+    from transformers import AutoModelForSequenceClassification
+    log, report = logging.getLogger("transformers.modeling_utils"), lambda r: "LOAD REPORT" not in str(r.msg)
+    log.addFilter(report)  # a filter, not a level: transformers runs other checks when that logger's level changes
+    try: model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally: log.removeFilter(report)
+    keys = list(info["missing_keys"]) + [m[0] if isinstance(m, tuple) else m for m in info["mismatched_keys"]]
+    body = [k for k in keys if k.startswith(model.base_model_prefix + ".")]  # the head is new (any shape); the body must load
+    if body:
+        warnings.warn(f"{path}: {len(body)} weights of the model's body were missing or had other shapes ({', '.join(body[:4])}); "
+                      "they start random. Fix: check that the checkpoint is the model you named.", stacklevel=3)
+    return model
+
 def load_model(name: str, # registry name, local directory or hub id
                kind: str = "causal", # causal | encoder (sequence classification)
                trust_remote_code: bool = False, # run the repository's own Python code?
@@ -191,7 +281,7 @@ def load_model(name: str, # registry name, local directory or hub id
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     cls = {"causal": AutoModelForCausalLM, "encoder": AutoModelForSequenceClassification}[kind]
     path = resolve_model(name, allow_pickle)
-    try: return cls.from_pretrained(path, **_load_kwargs(trust_remote_code, allow_pickle), **kwargs)
+    try: return (_checked_head if kind == "encoder" else cls.from_pretrained)(path, **_load_kwargs(trust_remote_code, allow_pickle), **kwargs)
     except OSError as e:
         if "safetensors" in str(e).lower() and not allow_pickle:
             raise InputError(f"{path} has no safetensors weights; pickle checkpoints are refused. Convert it, or pass allow_pickle=True / --allow-pickle if you trust it.") from e
@@ -199,9 +289,9 @@ def load_model(name: str, # registry name, local directory or hub id
 
 # %% ../nbs/reference/models.ipynb #17c82c73
 def inference_device() -> "torch.device":
-    "Where evaluation and generation run: the GPU when there is one, else the CPU."
+    "Where evaluation and generation run: the GPU when this PyTorch build can run it (`config.cuda_usable`), else the CPU."
     import torch
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if cuda_usable() else "cpu")
 
 # %% ../nbs/reference/models.ipynb #11dda5ca
 def versions() -> dict:
@@ -221,10 +311,11 @@ def platform_name() -> str:
     return "colab" if "COLAB_RELEASE_TAG" in os.environ or "COLAB_GPU" in os.environ else "local"
 
 def environment() -> dict:
-    "Profile, library versions (installed, tested, and any drift that may break a lesson), hardware, and which registry models load offline."
+    "Profile, library versions (installed, tested, and any drift that may break a lesson), hardware (and what to do if this build cannot run its GPU), and which registry models load offline."
     from domaintune_course.compat import tested_versions, version_drift
+    h = hardware()
     return dict(profile=detect_profile(), rehearsal=rehearsal_on(), platform=platform_name(), versions=versions(),
-                tested_with=tested_versions(), drift=version_drift(), hardware=hardware(),
+                tested_with=tested_versions(), drift=version_drift(), hardware=h, gpu_advice=gpu_advice(h),
                 offline_models={n: available_offline(n) for n in REGISTRY}, hub_reachable=hub_reachable())
 
 # %% ../nbs/reference/models.ipynb #0d1c3abc
@@ -238,7 +329,7 @@ def _hub_advice(env: dict) -> str | None:
             "GPU profiles need the hub or models already in its cache.")
 
 def setup_report() -> dict:
-    "Print the profile, hardware, versions and hub advice a lesson's setup cell shows; return `environment()`."
+    "Print the profile, hardware, versions, and GPU and hub advice a lesson's setup cell shows; return `environment()`."
     env = environment(); h = env["hardware"]
     gpu = (f"{h['gpu_count']} x {h['device']} ({h['gpu_memory_gb']} GiB, compute capability {h['capability']}, "
            f"{'native bf16' if h['bf16'] else 'no native bf16'})" if h["cuda"] else "no CUDA GPU")
@@ -247,6 +338,7 @@ def setup_report() -> dict:
     tested = env["tested_with"]  # the versions the test suite last passed with, shown where the installed one differs
     print("versions: " + ", ".join(f"{k} {v}" + (f" (tested {tested[k]})" if tested.get(k) and not v.startswith(tested[k]) else "")
                                 for k, v in env["versions"].items() if v))
-    if h["gpu_count"] > 1: print("Several GPUs: a 4-bit model trains on the first one (lesson 02 says why).")
+    if env["gpu_advice"]: print(env["gpu_advice"])
+    elif h["gpu_count"] > 1: print("Several GPUs: a 4-bit model trains on the first one (lesson 02 says why).")
     if _hub_advice(env): print(_hub_advice(env))
     return env

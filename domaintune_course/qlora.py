@@ -16,9 +16,10 @@ __all__ = ['quantization_config', 'linear_names', 'lora_targets', 'load_for_trai
 # %% ../nbs/02_qlora.ipynb #30cbe92b
 import gc, importlib.util, json, math, os, time
 from contextlib import nullcontext
+from functools import partial
 from dataclasses import asdict
 from pathlib import Path
-from .config import InputError, TrainConfig, rehearsal_records
+from .config import InputError, TrainConfig, cuda_usable, rehearsal_records
 from .models import LORA_TARGETS, load_model, load_tokenizer, load_permissions
 from .batching import CompletionCollator, course_trainer, encode_prompt, ensure_pad_token, make_collator, tokenize_example
 from .training import (EQUIVALENT_LINEARS, compute_dtype, training_arguments, substitutions, describe_substitutions,
@@ -75,14 +76,14 @@ def lora_targets(model, # a loaded (possibly 4-bit) model
 def _load_base(cfg: TrainConfig, tokenizer):
     "The base model in the precision the strategy needs (4-bit for qlora, fp32 master weights for full/frozen)."
     import torch
-    quant = quantization_config(cfg)
+    quant, cuda = quantization_config(cfg), cuda_usable()
     dtype = torch.float32 if cfg.strategy in ("full", "frozen") else compute_dtype(cfg)
     kw = dict(quantization_config=quant) if quant else {}
-    if quant and torch.cuda.is_available(): kw["device_map"] = {"": 0}
+    if quant: kw["device_map"] = {"": 0 if cuda else "cpu"}  # named: transformers would pick a GPU this PyTorch build cannot run
     with plain_linear_layers(EQUIVALENT_LINEARS) if quant else nullcontext():  # Falcon's linear layers quantized like any other
         model = load_model(cfg.model, dtype=dtype, **kw, **load_permissions(cfg.extra))
     if quant: keep_trainable_layout(model)  # an evaluation must not repack the 4-bit layers that train (reference/training)
-    if torch.cuda.is_available() and not quant: model.to("cuda")
+    if cuda and not quant: model.to("cuda")
     if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))
     model.config.use_cache = False
     return model
@@ -106,7 +107,9 @@ def _adapt(model, cfg: TrainConfig):
     if cfg.strategy not in ("lora", "qlora"): return model
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
                       target_modules=lora_targets(model, cfg.extra.get("lora_targets", "auto")))
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    model.load_adapter = partial(model.load_adapter, torch_device=inference_device())  # the Trainer's reload of the best adapter: PEFT guesses any GPU
+    return model
 
 # %% ../nbs/02_qlora.ipynb #4609d2f6
 def load_for_training(cfg: TrainConfig, # model, strategy, precision, LoRA settings and seed
@@ -196,9 +199,8 @@ def finetune_config(run_dir: Path | str) -> TrainConfig:
     return TrainConfig(**json.loads(path.read_text(encoding="utf-8")))
 
 def inference_device() -> str:
-    "Where evaluation and generation run: `cuda` when there is a GPU, else `cpu`."
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    "Where evaluation and generation run: `cuda` when this PyTorch build can run the GPU (`config.cuda_usable`), else `cpu`."
+    return "cuda" if cuda_usable() else "cpu"
 
 # %% ../nbs/02_qlora.ipynb #f818676b
 def _ready(model):
@@ -218,13 +220,12 @@ def _load_full(model_dir: Path, cfg: TrainConfig):
 def _with_adapter(base, model_dir: Path, merge: bool):
     "`base` with the run's adapter: merged into its weights (`merge`), or beside them as a `PeftModel`."
     from peft import PeftModel
-    model = PeftModel.from_pretrained(base, model_dir)
+    model = PeftModel.from_pretrained(base, model_dir, torch_device=inference_device())  # PEFT would guess any visible GPU
     return _ready(model.merge_and_unload() if merge else model)
 
 def _quantized(cfg: TrainConfig, quantized: bool | None) -> bool:
-    "Load the base in 4-bit? As trained where there is a GPU; in full precision on a CPU."
-    import torch
-    return cfg.strategy == "qlora" and torch.cuda.is_available() if quantized is None else quantized
+    "Load the base in 4-bit? As trained where there is a GPU this build runs; in full precision on a CPU."
+    return cfg.strategy == "qlora" and cuda_usable() if quantized is None else quantized
 
 # %% ../nbs/02_qlora.ipynb #16146437
 def load_finetuned(run_dir: Path | str, # a run directory with `model/`

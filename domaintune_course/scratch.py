@@ -14,7 +14,7 @@ import math, tempfile, time
 from contextlib import nullcontext
 import torch
 from torch import nn
-from .config import TrainConfig
+from .config import TrainConfig, cuda_usable
 from .models import load_model, load_permissions
 from .qlora import lora_targets
 from .batching import CompletionCollator, course_trainer
@@ -96,10 +96,10 @@ def quantized_base(cfg: TrainConfig, # the profile's model and precision
                   ):
     "The profile's causal LM with its linear layers stored in `bits`, on the GPU when there is one."
     from transformers import BitsAndBytesConfig
-    dtype, cuda = compute_dtype(cfg), torch.cuda.is_available()
+    dtype, cuda = compute_dtype(cfg), cuda_usable()
     q = {8: BitsAndBytesConfig(load_in_8bit=True),
          4: BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)}.get(bits)
-    kw = dict(quantization_config=q) | (dict(device_map={"": 0}) if cuda else {}) if q else {}
+    kw = dict(quantization_config=q, device_map={"": 0 if cuda else "cpu"}) if q else {}  # named: transformers would pick any GPU
     with plain_linear_layers() if q else nullcontext():  # Falcon's linear layers quantized like any other (lesson 02)
         model = load_model(cfg.model, dtype=dtype, **kw, **load_permissions(cfg.extra))
     if q: keep_trainable_layout(model)  # bitsandbytes' CPU inference layout breaks training after an evaluation (reference/training)

@@ -12,7 +12,7 @@ import csv, io, json, os, tempfile
 from collections import Counter
 from pathlib import Path
 from .config import InputError, TrainConfig
-from .data import SPLITS, bundled_path, load_dialogsum, load_task_data, split_records
+from .data import SPLITS, _prompt_report, bundled_path, load_dialogsum, load_task_data, split_records
 
 # %% ../nbs/reference/sources.ipynb #95b45f88
 def _read_jsonl(path: Path) -> list[dict]:
@@ -82,10 +82,11 @@ def load_dialogues(cfg: TrainConfig) -> list[dict]:
     return load_task_data("summarize", cfg.data)
 
 def _prepare_hub(path: str, out_dir: Path, seed: int) -> dict:
-    "Split DialogSum from the hub with `seed` into `out_dir` (splits, `manifest.json`, `report.json`); return the report."
-    out_dir = Path(out_dir)
-    splits, manifest = split_records(_hub_dialogues(f"--data {path}"), "summarize", seed)
+    "Split DialogSum from the hub with `seed` into `out_dir` (splits, `manifest.json`, `report.json`, with its repeated dialogues); return the report."
+    out_dir, records = Path(out_dir), _hub_dialogues(f"--data {path}")
+    splits, manifest = split_records(records, "summarize", seed)
     for s, rows in splits.items(): _write_jsonl(rows, out_dir / f"{s}.jsonl")
-    report = dict(task="summarize", source=DIALOGSUM, out_dir=str(out_dir), splits=manifest["counts"], fingerprint=manifest["fingerprint"])
+    report = dict(task="summarize", source=DIALOGSUM, out_dir=str(out_dir), splits=manifest["counts"], fingerprint=manifest["fingerprint"],
+                  **_prompt_report(records, "summarize"))
     _write_json(manifest | dict(source=DIALOGSUM), out_dir / "manifest.json"); _write_json(report, out_dir / "report.json")
     return report

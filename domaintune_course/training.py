@@ -14,7 +14,7 @@ __all__ = ['EQUIVALENT_LINEARS', 'compute_dtype', 'substitutions', 'describe_sub
 import importlib, json, threading, time
 from contextlib import contextmanager
 from pathlib import Path
-from .config import InputError, TrainConfig
+from .config import InputError, TrainConfig, cuda_usable
 from .batching import CompletionCollator
 from .data import END_MARKER, cut_at_end
 
@@ -23,7 +23,7 @@ def compute_dtype(cfg: TrainConfig, # the run's configuration (its `precision`)
                  ) -> "torch.dtype":
     "The dtype matmuls run in: fp32 on a CPU, fp16 on T4/P100, bf16 where the GPU computes it natively (Ampere or newer)."
     import torch
-    if not torch.cuda.is_available() or cfg.precision == "fp32": return torch.float32
+    if not cuda_usable() or cfg.precision == "fp32": return torch.float32
     if cfg.precision == "bf16" and torch.cuda.is_bf16_supported(including_emulation=False): return torch.bfloat16
     return torch.float16
 
@@ -36,12 +36,17 @@ def substitutions(cfg: TrainConfig, # what the run asks for
                  ) -> dict:
     "What this machine runs instead of what `cfg` asks for (compute precision, optimizer), with the reason; empty when nothing."
     import torch
-    cuda, out = torch.cuda.is_available(), {}
+    cuda, out = cuda_usable(), {}
     used = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[compute_dtype(cfg)]
-    if used != cfg.precision: out["precision"] = dict(asked=cfg.precision, used=used, why="no native bf16 on this GPU" if cuda else "no CUDA GPU")
+    if used != cfg.precision: out["precision"] = dict(asked=cfg.precision, used=used, why="no native bf16 on this GPU" if cuda else _no_gpu())
     if _optimizer(cfg.optimizer, cuda) != cfg.optimizer:
         out["optimizer"] = dict(asked=cfg.optimizer, used=_optimizer(cfg.optimizer, cuda), why="paged and 8-bit optimizers need CUDA")
     return out
+
+def _no_gpu() -> str:
+    "Why a run computes on the CPU: no CUDA GPU, or one this PyTorch build has no kernels for (`config.gpu_advice`)."
+    import torch
+    return "no kernels for this GPU in this PyTorch build" if torch.cuda.is_available() else "no CUDA GPU"
 
 def describe_substitutions(subs: dict) -> str:
     "One line saying what `substitutions` changed, or that nothing was."
@@ -56,7 +61,7 @@ def training_arguments(cfg: TrainConfig, # the budget: batch, accumulation, step
     "`TrainingArguments` for `cfg` on this machine (CUDA-only options dropped on a CPU; the best checkpoint kept when evaluating)."
     import torch
     from transformers import TrainingArguments
-    cuda, dtype = torch.cuda.is_available(), compute_dtype(cfg)
+    cuda, dtype = cuda_usable(), compute_dtype(cfg)
     # transformers renamed gradient_checkpointing to activation_checkpointing; releases before the rename (5.17) know only the old name
     ckpt = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
     evaluating = overrides.get("eval_strategy", "steps") != "no"
@@ -112,7 +117,7 @@ def peak_memory(interval: float = 0.05):
     "Yield a dict that holds, after the block, `peak_mb` (CUDA peak or process RSS) and `delta_mb` (growth during the block)."
     import torch
     out, stop = dict(start_mb=0.0, peak_mb=0.0), threading.Event()
-    if torch.cuda.is_available():
+    if cuda_usable():
         torch.cuda.reset_peak_memory_stats(); out["start_mb"] = torch.cuda.memory_allocated() / 2**20
         yield out
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20

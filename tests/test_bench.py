@@ -54,7 +54,21 @@ def test_throughput_quick(out):
     assert d["speedup_vs_trl"] == d["causal"]["speedup_vs_trl"] == pytest.approx(
         d["causal"]["strategies"]["group_by_length"]["tokens_per_second"] / trl["tokens_per_second"], rel=0.01)
     assert d["classify"]["course"] == "group_by_length" and "packed" not in d["classify"]["strategies"]
-    assert set(d["causal"]["meets_targets"]) == {"padding_fraction", "speedup_vs_classic", "speedup_vs_dynamic"}
+    assert set(d["causal"]["meets_targets"]) == {"padding_fraction", "speedup_vs_classic", "speedup_vs_dynamic", "speedup_vs_trl"}
+
+
+def test_throughput_trl_run_merges_into_the_full_result(out):
+    "A run of the course against TRL alone keeps the full run's figures and adds its own, with its command."
+    script("throughput").main(["--quick", "--paths", "classify", "--out", str(out)])
+    full = read(out, "throughput.json")
+    script("throughput").main(["--quick", "--paths", "causal", "--strategies", "group_by_length", "trl", "--merge", "--out", str(out)])
+    d = read(out, "throughput.json")
+    assert d["classify"] == full["classify"] and d["command"] == full["command"], "the full run's figures stay"
+    c = d["trl_comparison"]
+    assert set(c["causal"]["strategies"]) == {"group_by_length", "trl"} and "--strategies" in c["command"]
+    assert d["speedup_vs_trl"] == c["speedup_vs_trl"] == pytest.approx(
+        c["causal"]["strategies"]["group_by_length"]["tokens_per_second"] / c["causal"]["strategies"]["trl"]["tokens_per_second"], rel=0.01)
+    with pytest.raises(SystemExit): script("throughput").main(["--quick", "--strategies", "dynamic", "trl", "--out", str(out)])
 
 
 def test_memory_quick(out):
@@ -168,144 +182,7 @@ def test_bad_arguments_name_the_fix(tmp_path, capsys):
     assert "'t5'" in capsys.readouterr().err and not (tmp_path / "gpu.json").exists()
 
 
-# ---------------------------------------------------------------- the GPU check, dry run on this CPU
-
-GPU_STEPS = {"build", "config", "load", "train", "save_adapter", "reload", "generate", "merge"}
-
-
-@pytest.fixture(scope="module")
-def gpu_dry(tmp_path_factory) -> tuple[dict, Path]:
-    "One dry run of bench/gpu_check.py: tiny phi-2 and falcon-rw-1b configs through the t4 profile's path, on the CPU."
-    out = tmp_path_factory.mktemp("gpu-check")
-    returned = script("gpu_check").main(["--dry-run", "--profiles", "t4", "--out", str(out)])
-    d = json.loads((out / "gpu.json").read_text(encoding="utf-8"))
-    for k in HEADER: assert d[k], f"gpu.json lacks {k}"
-    assert d["runs"] == returned["runs"]
-    return d, out
-
-
-def test_gpu_check_dry_run_runs_every_step_through_the_course(gpu_dry):
-    d, _ = gpu_dry
-    assert d["dry_run"] is True and d["command"].startswith("python bench/gpu_check.py --dry-run")
-    assert d["bitsandbytes"]["source"] == "installed" and d["hidden_packages"] == ["datasets", "rouge_score"]
-    assert d["requirements"]["transformers"]["required"].startswith(">=5.") and d["requirements"]["transformers"]["ok"] is True
-    assert d["source"]["package_version"] and d["gpu"] is None and d["steps"] == 3
-    assert [(r["profile"], r["model"], r["precision"]) for r in d["runs"]] == [("t4", "phi-2", "fp16"), ("t4", "falcon-rw-1b", "fp16")]
-    for r in d["runs"]:
-        assert r["process"]["returncode"] == 0 and r["device"] == {"cuda": False}
-        assert r["imported"] == [], "the check must run without datasets and rouge_score"
-        assert set(r["steps"]) == GPU_STEPS, "the first pair of each model builds it"
-        for name, s in r["steps"].items():
-            assert "traceback" not in s and s["seconds"] >= 0, (r["model"], name, s.get("error"))
-            failed = {k for k, v in s.get("checks", {}).items() if v is False}
-            assert failed == set(), (r["model"], name, failed)
-        t = r["steps"]["train"]
-        assert t["global_step"] == 3 and len(t["losses"]) == 3 and all(math.isfinite(x) for x in t["losses"])
-        assert t["tokens"] == 3 * 32 and t["tokens_seen_by_trainer"] == t["tokens"], "every example is max_length long: no padding"
-        # the CPU substitutions are the course's own (qlora.training_arguments, compute_dtype), and reported
-        assert t["substitutions"] == {"optim": ["paged_adamw_8bit", "adamw_torch"], "compute_dtype": ["fp16", "torch.float32"]}
-        assert t["optimizer_class"] == "AdamW" and t["gradient_checkpointing"] is True
-        assert t["estimate"]["arguments"]["batch_size"] == 1 and t["estimate"]["parts_mb"]["total"] > 0
-        assert "peak_allocated_mb" not in t and "estimate_error_pct" not in t, "no GPU figure without a GPU"
-        assert r["steps"]["load"]["gradient_checkpointing"] is True and r["steps"]["load"]["unquantized_param_dtypes"] == ["torch.float32"]
-        assert r["steps"]["save_adapter"]["checks"] == {"adapter_saved": True, "base_not_saved": True}
-        assert r["steps"]["reload"]["model_class"] == "PeftModelForCausalLM" and r["steps"]["reload"]["adapter_max_abs_diff"] == 0.0
-        assert r["steps"]["generate"]["prompts"] == 3 and r["steps"]["merge"]["checks"]["plain_model"] is True
-    phi = d["runs"][0]
-    assert phi["ok"] and phi["steps"]["load"]["linear4bit_layers"] == 2 * 6 and phi["steps"]["load"]["quant_type"] == "nf4"
-    assert phi["steps"]["build"]["architecture"] == "PhiForCausalLM" and d["runs"][1]["steps"]["build"]["architecture"] == "FalconForCausalLM"
-    assert [row["model"] for row in d["summary"]] == ["phi-2", "falcon-rw-1b"]
-
-
-def test_gpu_check_real_configs_have_the_course_shapes():
-    "The configs written in the script build phi-2 and falcon-rw-1b at the size lesson 00's SHAPES gives (on the meta device)."
-    import torch
-    from transformers import AutoModelForCausalLM
-    from domaintune_course.concepts import SHAPES
-    gc = script("gpu_check")
-    for name in gc.CONFIGS:
-        with torch.device("meta"): m = AutoModelForCausalLM.from_config(gc.model_config(name, dry_run=False))
-        assert gc.unique_params(m) == pytest.approx(SHAPES[name].params, rel=1e-4), name
-        assert (m.config.hidden_size, m.config.num_hidden_layers, m.config.vocab_size) == (SHAPES[name].hidden, SHAPES[name].layers, SHAPES[name].vocab)
-
-
-def test_gpu_check_summary_says_no_gpu_figure_was_measured(gpu_dry):
-    d, out = gpu_dry
-    text = script("run_all").gpu_md(d)
-    assert "no GPU figure measured" in text and "phi-2" in text and "falcon-rw-1b" in text
-
-
-def test_gpu_check_steps_record_each_failure_on_its_own():
-    import time
-    gc = script("gpu_check")
-    rec = {}
-    s = gc.Steps(rec, deadline=time.time() + 60, log=lambda line: None)
-    s.run("raises", lambda: 1 / 0)
-    s.run("check_fails", lambda: (2, dict(checks=dict(fine=True, broken=False))))
-    s.run("after_raise", lambda: (3, {}), needs=("raises",))
-    assert s.run("after_check", lambda: (4, {}), needs=("check_fails",)) == 4, "a failed check still hands its value on"
-    assert rec["raises"]["ok"] is False and rec["raises"]["error"].startswith("ZeroDivisionError")
-    assert rec["check_fails"]["ok"] is False and rec["check_fails"]["error"] == "check(s) failed: broken"
-    assert rec["after_raise"] == {"ok": None, "skipped": "needs raises"} and rec["after_check"]["ok"] is True
-    late = {}
-    gc.Steps(late, deadline=time.time() - 1, log=lambda line: None).run("x", lambda: (1, {}))
-    assert late["x"] == {"ok": None, "skipped": "time budget spent"}
-
-
-def wheel(path: Path, name: str, version: str, code: str) -> Path:
-    "A minimal pure-Python wheel of package `name`."
-    import zipfile
-    info = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": code, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{info}/RECORD,,\n"
-    with zipfile.ZipFile(path, "w") as z:
-        for f, text in files.items(): z.writestr(f, text)
-    return path
-
-
-def test_gpu_check_installs_a_missing_package_from_its_bundle(tmp_path, monkeypatch):
-    "Without a package index: a wheel in the bundle folder is installed into a temporary folder that the runs then import from."
-    import importlib, os
-    gc = script("gpu_check")
-    monkeypatch.setattr(sys, "path", list(sys.path)); monkeypatch.setenv("PYTHONPATH", "/elsewhere")
-    bundle = tmp_path / "bundle"; bundle.mkdir()
-    wheel(bundle / "dtcheck_probe-1.2-py3-none-any.whl", "dtcheck_probe", "1.2", "VALUE = 7\n")
-    info = gc.ensure_package("dtcheck_probe", bundle, tmp_path / "work")
-    try:
-        assert info["source"] == "bundle" and info["version"] == "1.2" and info["installed_with"].startswith("pip install --no-deps")
-        assert importlib.import_module("dtcheck_probe").VALUE == 7
-        assert os.environ["PYTHONPATH"] == os.pathsep.join([info["path"], "/elsewhere"]), "the runs' processes see it too"
-        assert gc.ensure_package("dtcheck_probe", bundle, tmp_path / "again")["source"] == "installed"
-    finally: sys.modules.pop("dtcheck_probe", None)
-    missing = gc.ensure_package("dtcheck_absent", bundle, tmp_path / "work")
-    assert missing["source"] == "missing" and "make gpu-check-bundle" in missing["error"]
-
-
-def test_gpu_check_without_a_gpu_says_how_to_check_the_script(tmp_path):
-    "Run for real on a machine without CUDA, it writes why and the fix, and trains nothing."
-    import torch
-    if torch.cuda.is_available(): pytest.skip("this machine has a GPU")
-    d = script("gpu_check").main(["--out", str(tmp_path)])
-    assert d["ok"] is False and "--dry-run" in d["error"] and d["runs"] == []
-    assert json.loads((tmp_path / "gpu.json").read_text())["error"] == d["error"]
-
-
-def test_gpu_check_keeps_what_a_stopped_pair_finished(tmp_path):
-    "A pair still running at the budget's end is stopped; its record says so, and the check's status names it."
-    import time
-    gc = script("gpu_check")
-    spec = dict(profile="t4", model="phi-2", dry_run=True, steps=3, max_length=32, deadline=time.time() + 60, prompts=3, new_tokens=8,
-                work=str(tmp_path / "w"), model_dir=str(tmp_path / "phi-2"), hide=["datasets"], built_params=None)
-    r = gc.run_pair(spec, tmp_path, timeout=2, env=gc.child_env(True, "0"))
-    assert r["process"]["returncode"] == "timed out" and r["ok"] is False and gc.status(r) == "failed"
-    # a record the child wrote before it was stopped: the step it was in is marked failed, the finished ones are kept
-    stopped = gc.finish(dict(profile="t4", model="phi-2", steps=dict(build=dict(ok=True, seconds=1.0), load=dict(running=True))),
-                        "timed out", 30.0, "log")
-    assert stopped["steps"]["build"] == dict(ok=True, seconds=1.0) and stopped["steps"]["load"]["ok"] is False
-    assert "timed out" in stopped["steps"]["load"]["error"] and stopped["stderr_tail"] == "log" and gc.status(stopped) == "failed"
-    assert gc.status(dict(steps=dict(load=dict(ok=True), train=dict(ok=None, skipped="time budget spent")))) == "incomplete"
-    assert gc.status(dict(skipped="no bf16")) == "skipped" and gc.status(dict(ok=True, steps={})) == "ok"
+# The GPU check (bench/gpu_check.py) has its own file: tests/test_gpu_check.py
 
 
 # ---------------------------------------------------------------- GGUF parity, where llama.cpp's converter and runtime are here

@@ -1,8 +1,11 @@
 """The classification task end to end on a tiny encoder: a user's Kaggle-layout CSV, bad labels, strategies, eval.json."""
-import json
+import json, math, shutil, types
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from domaintune_course import metrics as M
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError
 from domaintune_course.testing import tiny_model_dir, tiny_tokenizer, toy_reviews, write_jsonl
@@ -162,3 +165,86 @@ def test_label_aliases_reach_splits_training_and_the_baseline(encoder_dir, tmp_p
     labels = {json.loads(l)["label"] for k in ("train", "test") for l in (tmp_path / "run" / "data" / f"{k}.jsonl").read_text().splitlines()}
     assert labels == {"negative", "positive"}
     assert classify.evaluate(tmp_path / "run")["baseline_accuracy"] > 0.5  # TF-IDF trained on the same two names it is scored with
+
+
+# --- evaluation on a GPU: zero-shot in batches, the profile's half precision, one fit verdict ---------------------------
+
+def test_zero_shot_scores_in_batches_as_one_at_a_time_with_progress(tmp_path, capfd):
+    "Left-padded batches with the attention mask and positions give each review the score it gets alone; a bar shows progress."
+    lm = tiny_model_dir("causal", tmp_path / "lm")
+    texts = [r["text"] * (1 + i % 3) for i, r in enumerate(toy_reviews(7))]  # three lengths: the batches need padding
+    alone = classify.zero_shot_scores(texts, str(lm), max_length=64, batch_size=1, progress=False)
+    capfd.readouterr()
+    batched = classify.zero_shot_scores(texts, str(lm), max_length=64, batch_size=4)
+    assert "scoring (zero-shot)" in capfd.readouterr().err
+    assert np.ptp(alone) > 1e-4  # the reviews score differently, so a mix-up of rows would show
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
+    assert ((batched >= 0.5) == (alone >= 0.5)).all()
+
+
+def _fake_gpu(monkeypatch, major: int):
+    "Make torch report one 16 GB CUDA device of compute capability `major`.0 (bf16 native from 8, emulated below), as tests/test_gpu_path.py does."
+    props = types.SimpleNamespace(name=f"GPU sm_{major}0", major=major, minor=0, total_memory=16 * 2**30)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: major >= 8 or including_emulation)
+
+
+@pytest.mark.parametrize("profile, major, dtype", [("t4", 7, torch.float16), ("p100", 6, torch.float16),
+                                                   ("l4", 8, torch.bfloat16), ("a100", 8, torch.bfloat16)])
+def test_a_gpu_scores_in_the_profiles_half_precision_and_a_cpu_in_fp32(profile, major, dtype, monkeypatch):
+    precision = make_config("classify", profile, rehearsal=False).precision
+    assert classify.scoring_dtype(precision, "cpu") == torch.float32
+    _fake_gpu(monkeypatch, major)
+    assert classify.scoring_dtype(precision, "cuda") == dtype
+    assert classify.scoring_dtype(precision, torch.device("cpu")) == torch.float32  # a model left on the CPU
+    _fake_gpu(monkeypatch, 7)
+    assert classify.scoring_dtype("bf16", "cuda") == torch.float16  # bf16 only where the GPU computes it natively
+
+
+def test_evaluate_and_generate_score_in_the_precision_the_run_trained_in(full_run, tmp_path, monkeypatch):
+    run, _, cfg = full_run
+    assert json.loads((run / "classify.json").read_text())["precision"] == cfg.precision
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "classify.json").write_text(json.dumps(json.loads((copy / "classify.json").read_text()) | {"precision": "bf16"}))
+    asked, decide = [], classify.scoring_dtype
+    monkeypatch.setattr(classify, "scoring_dtype", lambda precision, device="cuda": asked.append(precision) or decide(precision, device))
+    ev = classify.evaluate(copy, limit=4)
+    classify.generate(copy, ["A joy."])
+    assert asked == ["bf16", "bf16"] and ev["n"] == 4
+
+
+def test_every_public_path_calls_a_classifier_at_chance_at_chance(full_run, tmp_path):
+    "train's and evaluate's `fit` and the lesson's `metrics.fit_verdict` agree, and none calls curves flat at ln 2 with majority accuracy a fit."
+    run, metrics, _ = full_run
+    labels = [json.loads(l)["label"] for l in (run / "data" / "train.jsonl").read_text().splitlines()]
+    saved = json.loads((run / "history.json").read_text())
+    assert metrics["fit"] == M.fit_verdict("classify", saved, labels=labels, classes=2) == classify.evaluate(run, limit=4)["fit"]
+    copy = shutil.copytree(run, tmp_path / "run")
+    major = max(labels.count(l) for l in set(labels)) / len(labels)
+    flat = ([{"loss": 0.8 - 0.004 * s, "step": s} for s in range(1, 31)] +
+            [{"eval_loss": math.log(2) + 1e-4 * (s == 10), "eval_accuracy": major, "step": s} for s in (10, 20, 30)])
+    (copy / "history.json").write_text(json.dumps(flat))
+    assert M.diagnose_fit(flat).startswith("good fit")  # the curves alone
+    for verdict in (classify.evaluate(copy, limit=4)["fit"], M.fit_verdict("classify", flat, labels=labels, classes=2)):
+        assert verdict.startswith("at chance"), verdict
+
+
+def test_a_new_head_loads_quietly_and_a_missing_body_is_named(tmp_path, capfd):
+    "The classifier head starts random without transformers' load report; a checkpoint lacking weights of the body says so."
+    import warnings
+    from safetensors.torch import load_file, save_file
+    from domaintune_course.models import load_model
+    from domaintune_course.testing import tiny_model_dir
+    d = tiny_model_dir("encoder", tmp_path / "enc")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        load_model(str(d), kind="encoder", num_labels=3, ignore_mismatched_sizes=True)
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    assert not [w for w in seen if "body" in str(w.message)]
+    weights = load_file(d / "model.safetensors")
+    lost = next(k for k in weights if ".encoder." in k)
+    save_file({k: v for k, v in weights.items() if k != lost}, d / "model.safetensors", metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match="body were missing or had other shapes"):
+        load_model(str(d), kind="encoder", num_labels=2)

@@ -57,6 +57,25 @@ def test_env_shows_each_registry_models_licence():
     assert "smollm2-135m (Apache-2.0, yes)" in text and "phi-2 (MIT, " in text
 
 
+def test_env_on_a_gpu_the_pytorch_build_cannot_run_says_what_to_do(monkeypatch):
+    "Kaggle's P100 under a CUDA 12.8 build of torch (kernels for sm_75 and newer): profile cpu, and the fix, as text and JSON; a T4 gets t4."
+    import torch, types
+    gpu = types.SimpleNamespace(name="Tesla P100-PCIE-16GB", major=6, minor=0, total_memory=16 * 2**30)
+    for name, fn in dict(is_available=lambda: True, device_count=lambda: 1, get_device_properties=lambda i=0: gpu,
+                         get_arch_list=lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"],
+                         is_bf16_supported=lambda including_emulation=True: False).items(): monkeypatch.setattr(torch.cuda, name, fn)
+    monkeypatch.delenv("DOMAINTUNE_PROFILE")
+    text = dt("env").stdout
+    assert "profile: cpu" in text and "1 x Tesla P100-PCIE-16GB" in text
+    assert "no kernels for the Tesla P100-PCIE-16GB (compute capability 6.0; the build carries sm_75, sm_80" in text
+    assert "On Kaggle: Settings > Accelerator > GPU T4 x2; elsewhere install a PyTorch build for this GPU" in text
+    info = json.loads(dt("env", "--json").stdout)
+    assert (info["profile"], info["hardware"]["cuda_usable"]) == ("cpu", False) and info["gpu_advice"] in text
+    gpu.name, gpu.major, gpu.minor = "Tesla T4", 7, 5
+    info = json.loads(dt("env", "--json").stdout)
+    assert (info["profile"], info["hardware"]["cuda_usable"], info["gpu_advice"]) == ("t4", True, None)
+
+
 def test_prepare_writes_splits(space, tmp_path):
     r = dt("prepare", space["old"], "--task", "classify", "--out", tmp_path / "prep")
     assert {p.name for p in (tmp_path / "prep").iterdir()} >= {"train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json", "report.json"}
@@ -73,6 +92,90 @@ def test_prepare_reads_an_aclimdb_folder_for_classify(tmp_path):
     dt("prepare", root, "--task", "classify", "--out", tmp_path / "prep")
     counts = json.loads((tmp_path / "prep" / "manifest.json").read_text())["counts"]
     assert counts["test"] == 20 and counts["train"] + counts["validation"] == 20
+
+
+# ---- prepare keeps a repeated prompt in one split (a user's CSV: question/answer, multi-paragraph quoted answers) ----
+
+WORDS = ("insulin glucose pressure kidney statin diet sleep walking salt sugar fibre heart lungs inhaler dose tablet nurse "
+         "doctor clinic morning evening weekly daily blood test result target range symptom warning swelling cough fever "
+         "pain rest water coffee alcohol smoking weight exercise stairs shoes feet eyes").split()
+
+
+def _words(rng, n: int) -> str: return " ".join(rng.choice(WORDS) for _ in range(n))
+
+def _paragraphs(rng) -> str:
+    "Two paragraphs of three sentences each: long, quoted, multi-line fields like the user's answers."
+    return "\n\n".join(" ".join(_words(rng, 12).capitalize() + "." for _ in range(3)) for _ in range(2))
+
+def _same(text: str) -> str:
+    "Lower-cased, punctuation removed, whitespace collapsed (written apart from the library)."
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def _user_csv(path, header, rows, repeated):
+    "A CSV of `rows` (input, target) with the three `repeated` rows placed early, midway and late."
+    import csv
+    rows = list(rows)
+    for at, row in zip((3, len(rows) // 2, len(rows) - 2), repeated): rows.insert(at, row)
+    with open(path, "w", newline="", encoding="utf-8") as f: csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def _prepare_for_seeds(tmp_path, path, task, field, repeated, seeds=range(8)):
+    "Run `domaintune prepare` with each seed; check no test or validation input is a train input and the repeated one sits in one split."
+    for seed in seeds:
+        out = tmp_path / f"seed{seed}"
+        r = dt("prepare", path, "--task", task, "--out", out, "--seed", seed)
+        rows = {k: [json.loads(l) for l in (out / f"{k}.jsonl").read_text(encoding="utf-8").splitlines()] for k in ("train", "validation", "test")}
+        seen = {k: {_same(x[field]) for x in v} for k, v in rows.items()}
+        assert not seen["test"] & seen["train"] and not seen["validation"] & seen["train"] and not seen["test"] & seen["validation"], seed
+        holding = [k for k, v in rows.items() if any(_same(x[field]) == _same(repeated) for x in v)]
+        assert len(holding) == 1, (seed, holding)
+        yield r.stdout, json.loads((out / "report.json").read_text()), rows[holding[0]]
+
+
+def test_prepare_keeps_a_repeated_question_in_one_split(tmp_path):
+    "The same question twice with two answers, and once more in other case, punctuation and spacing: one split, for every seed."
+    import random
+    rng = random.Random(0)
+    q = "Can I drink coffee if I have high blood pressure?"
+    repeated = [(q, _paragraphs(rng)), (q, _paragraphs(rng)), ("can i drink  coffee, if I have HIGH blood pressure", _paragraphs(rng))]
+    path = _user_csv(tmp_path / "medical_qa.csv", ("question", "answer"),
+                     [(f"What should I know about {_words(rng, 3)}?", _paragraphs(rng)) for _ in range(40)], repeated)
+    for stdout, report, held in _prepare_for_seeds(tmp_path, path, "qa", "prompt", q):
+        assert (report["records_out"], report["duplicate_prompt_groups"], report["duplicate_prompt_records"]) == (43, 1, 3)
+        assert sum(_same(x["prompt"]) == _same(q) for x in held) == 3
+        assert "duplicate prompts: 1 group holding 3 records" in stdout
+
+
+def test_prepare_keeps_a_review_with_conflicting_labels_in_one_split_and_names_it(tmp_path):
+    "The same review labelled positive and negative (and once more, re-punctuated): all kept, in one split, reported as a conflict."
+    import random
+    rng = random.Random(1)
+    text = "A strange film: slow, loud and oddly moving. I cannot decide."
+    repeated = [(text, "positive"), (text, "negative"), ("a strange film slow loud and oddly moving i cannot decide", "negative")]
+    path = _user_csv(tmp_path / "reviews.csv", ("review", "sentiment"),
+                     [(_words(rng, 15).capitalize() + ".", ("negative", "positive")[i % 2]) for i in range(40)], repeated)
+    for stdout, report, held in _prepare_for_seeds(tmp_path, path, "classify", "text", text):
+        assert (report["records_out"], report["exact_duplicates"], report["duplicate_prompt_groups"], report["duplicate_prompt_records"]) == (42, 1, 1, 2)
+        assert report["conflicting_labels"] == 1 and len(report["conflicts"]) == 1
+        assert sorted(x["label"] for x in held if _same(x["text"]) == _same(text)) == ["negative", "positive"]
+        assert "conflicting labels: 1" in stdout and all(i in stdout for i in report["conflicts"][0])
+
+
+def test_prepare_keeps_a_repeated_dialogue_in_one_split(tmp_path):
+    "The same dialogue with two summaries (and once more in other case and spacing, a third): all kept, in one split."
+    import random
+    rng = random.Random(2)
+    turns = lambda: "\n".join(f"#Person{1 + i % 2}#: {_words(rng, 9).capitalize()}." for i in range(4))
+    dialogue = turns()
+    repeated = [(dialogue, "#Person1# asks about coffee."), (dialogue, "#Person2# explains the dose."),
+                (dialogue.upper().replace("\n", "\n\n  "), "They talk about blood tests.")]
+    path = _user_csv(tmp_path / "dialogues.csv", ("dialogue", "summary"), [(turns(), f"#Person1# {_words(rng, 6)}.") for _ in range(40)], repeated)
+    for stdout, report, held in _prepare_for_seeds(tmp_path, path, "summarize", "dialogue", dialogue):
+        assert (report["records_out"], report["duplicate_prompt_groups"], report["duplicate_prompt_records"]) == (43, 1, 3)
+        assert len({x["summary"] for x in held if _same(x["dialogue"]) == _same(dialogue)}) == 3
+        assert "duplicate prompts: 1 group holding 3 records" in stdout
 
 
 def test_train_writes_a_complete_run(space):

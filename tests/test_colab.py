@@ -143,13 +143,71 @@ def test_everything_a_lesson_imports_is_installed_by_its_setup_cell():
 
 
 def test_every_lesson_says_what_it_costs_on_every_profile():
-    "The cost table each lesson opens with: a row per profile, measured figures where a run recorded them, else 'not measured yet'."
-    from domaintune_course.course import COSTS_FILE, PROFILES, lesson_costs
+    "The cost table each lesson opens with: measured figures where a run recorded them, else a labelled GPU estimate, else 'not measured yet'."
+    from domaintune_course.course import COSTS_FILE, GPU_PEAKS, PROFILES, lesson_costs
     record = json.loads(COSTS_FILE.read_text(encoding="utf-8"))
     for nb in LESSONS:
         table = lesson_costs(nb.stem)
         assert list(table.index) == list(PROFILES), nb.name
         for profile in PROFILES:
-            measured = nb.stem in record.get(profile, {}).get("lessons", {})
-            assert (table.loc[profile, "time"] != "not measured yet") == measured, (nb.name, profile)
-            assert measured or f"--profile {profile} --only {nb.stem}" in table.loc[profile, "measured"]
+            row, run = table.loc[profile], record.get(profile, {})
+            if nb.stem in run.get("lessons", {}): assert row["basis"] == f"measured {run['date']}", (nb.name, profile)
+            elif profile in GPU_PEAKS:
+                assert row["basis"].startswith("estimate: ") and re.match(r"~[1-9]\d* min", row["time"]), (nb.name, profile, row.tolist())
+            else: assert row["time"] == "not measured yet" and f"--profile {profile} --only {nb.stem}" in row["machine"]
+            assert all(len(v) <= 50 for v in row[["time", "peak_memory", "basis"]]), (nb.name, profile, row.tolist())  # a notebook cuts longer cells
+
+
+def test_every_lesson_has_a_work_entry():
+    "The GPU estimates count what each lesson does: every lesson in nbs/ has an entry in `LESSON_WORK`, and no entry outlives its lesson."
+    from domaintune_course.course import LESSON_WORK
+    assert list(LESSON_WORK) == [nb.stem for nb in LESSONS]
+
+
+def test_a_gpu_estimate_is_labelled_with_its_basis_and_positive():
+    "Every lesson at every GPU profile: a positive time, the work it counted, and the peaks and shares it assumed."
+    from domaintune_course.course import GPU_PEAKS, LESSON_WORK, estimate_cost
+    for lesson in LESSON_WORK:
+        for profile, gpu in GPU_PEAKS.items():
+            e = estimate_cost(lesson, profile, cpu_seconds=30.0)
+            assert e["seconds"] > 0 and e["basis"].startswith("estimate: "), (lesson, profile, e)
+            assert e["peak_gb"] is None or 0.8 < e["peak_gb"] < 80, (lesson, profile, e["peak_gb"])
+            if LESSON_WORK[lesson]: assert e["machine"].startswith(f"{gpu.name}: {gpu.tflops:g} TFLOPs x "), e["machine"]
+
+
+def test_a_measurement_replaces_the_estimate(tmp_path):
+    "Once `make outputs` (or bench/lessons.py --record) ran a lesson at a GPU profile, its row shows the measurement."
+    from domaintune_course.course import lesson_costs, record_costs
+    run = dict(profile="t4", date="2026-12-01T10:00:00+00:00", command="python bench/lessons.py --profile t4 --record",
+               machine=dict(gpu="Tesla T4"), notebooks={"03_domain_qa": dict(ok=True, seconds=754.0, peak_rss_mb=3072.0)})
+    record_costs(run, tmp_path / "costs.json")
+    table = lesson_costs("03_domain_qa", tmp_path / "costs.json")
+    assert table.loc["t4"].tolist() == ["12 min 34 s", "3.0 GB RAM", "measured 2026-12-01", "Tesla T4"]
+    assert table.loc["l4", "basis"].startswith("estimate: ") and table.loc["cpu", "time"] == "not measured yet"
+
+
+@pytest.mark.parametrize("lesson,key,value", [("03_domain_qa", "lesson_qa_max_steps", 120), ("05_dialogsum", "lesson_summarize_max_steps", 120),
+                                              ("04_imdb", "lesson_classify_epochs", 2), ("03_domain_qa", "lesson_qa_eval_limit", 48)])
+def test_a_larger_lesson_budget_costs_more_on_the_same_gpu(tmp_path, lesson, key, value):
+    "The estimate follows settings.ini's lesson budgets: twice the T4's steps, epochs or held-out examples, a longer estimate."
+    from domaintune_course.config import profile_values
+    from domaintune_course.course import estimate_cost
+    (tmp_path / "settings.ini").write_text(f"[t4]\n{key} = {value}\n", encoding="utf-8")
+    task = key.split("_")[1]
+    name = key.removeprefix(f"lesson_{task}_")
+    assert profile_values(task, "t4", lesson=True)[name] * 2 == value  # twice the course's budget
+    assert estimate_cost(lesson, "t4", tmp_path / "settings.ini")["seconds"] > estimate_cost(lesson, "t4")["seconds"]
+
+
+def test_the_classifiers_shapes_match_their_configs():
+    "The peak-memory estimate of the GPU profiles' classifiers rests on their shapes: those of the models transformers builds."
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig
+    from domaintune_course.costs import SHAPES
+    for name, config in (("bert-base-uncased", BertConfig()), ("distilbert-base-uncased", DistilBertConfig())):
+        with torch.device("meta"): model = AutoModelForSequenceClassification.from_config(config)
+        s, c = SHAPES[name], config.to_dict()
+        assert sum(p.numel() for p in model.parameters()) == pytest.approx(s.params, rel=1e-3), name
+        assert (s.hidden, s.layers, s.vocab, s.intermediate, s.heads) == (c.get("hidden_size", c.get("dim")), c.get("num_hidden_layers", c.get("n_layers")),
+                                                                           c["vocab_size"], c.get("intermediate_size", c.get("hidden_dim")),
+                                                                           c.get("num_attention_heads", c.get("n_heads"))), name

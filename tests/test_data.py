@@ -296,3 +296,100 @@ def test_excel_separator_line_and_unreadable_file(tmp_path, monkeypatch):
     def denied(self): raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(type(path), "read_bytes", denied)
     with pytest.raises(DataError, match="cannot be read \\(Permission denied\\).*chmod"): read_records(path, "classify")
+
+
+# ---- duplicate prompts: one prompt, one split ---------------------------------------------------------------------
+
+def _same(text: str) -> str:
+    "A prompt as these tests compare it: lower-cased, punctuation removed, whitespace collapsed (written apart from the library)."
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def _split_of(splits: dict, ids) -> set:
+    "The splits that hold any of `ids`."
+    return {k for k in SPLITS for r in splits[k] if r["id"] in ids}
+
+
+def test_prompt_key_ignores_case_punctuation_and_spacing():
+    from domaintune_course.data import prompt_key
+    assert prompt_key("Can I drink coffee?") == prompt_key("  can i drink\n\ncoffee ") == prompt_key("CAN I DRINK COFFEE!!") == "can i drink coffee"
+    assert prompt_key("#Person1#: Hi.\n#Person2#: Hello.") == "person1 hi person2 hello"
+    assert prompt_key("Can I drink tea?") != prompt_key("Can I drink coffee?") and prompt_key("?!") == ""
+
+
+def test_duplicate_prompts_join_paraphrase_groups_in_one_split():
+    "A question repeated in another paraphrase group pulls both groups into one split, for every seed."
+    recs = [dict(id=f"s{i:02d}", prompt=f"Singleton question number {i}?", completion=f"Answer {i}.", group=f"gs{i}") for i in range(40)]
+    recs += [dict(id="a1", prompt="What is HbA1c?", completion="A blood test.", group="ga"),
+             dict(id="a2", prompt="What does an HbA1c test measure?", completion="Average glucose.", group="ga"),
+             dict(id="b1", prompt="Why measure HbA1c twice a year?", completion="To follow control.", group="gb"),
+             dict(id="b2", prompt="what is  HBA1C", completion="Glycated haemoglobin.", group="gb"),
+             dict(id="c1", prompt="What is HbA1c?", completion="A three-month average.")]
+    for seed in range(10):
+        splits, _ = split_records(recs, "qa", seed=seed)
+        assert len(_split_of(splits, {"a1", "a2", "b1", "b2", "c1"})) == 1, seed
+        assert sorted(r["id"] for k in SPLITS for r in splits[k]) == sorted(r["id"] for r in recs)
+
+
+def test_classify_duplicate_reviews_stay_in_one_split_across_labels():
+    "The same review with two labels is one unit even though the split is stratified by label (load_imdb's CSV path splits uncleaned)."
+    recs = toy_reviews(60) + [dict(id="dup-1", text="An odd film, I loved it.", label="positive"),
+                              dict(id="dup-2", text="an odd film; I loved it", label="negative")]
+    for seed in range(10):
+        splits, manifest = split_records(recs, "classify", seed=seed)
+        assert len(_split_of(splits, {"dup-1", "dup-2"})) == 1, seed
+        assert sum(manifest["counts"].values()) == 62
+
+
+def test_conflicting_labels_are_kept_together_and_reported():
+    "Identical reviews with different labels are both kept (the tool cannot know which is right) and named in the report."
+    from domaintune_course.data import duplicate_prompts
+    recs = toy_reviews(10) + [dict(id="x1", text="Odd film, loved it.", label="positive"), dict(id="x2", text="odd film loved it", label="negative"),
+                              dict(id="x3", text="Odd film, loved it!", label="positive")]
+    cleaned, report = clean_records(recs, "classify")
+    assert [r["id"] for r in cleaned if r["id"].startswith("x")] == ["x1", "x2"] and report["dropped"]["exact_duplicates"] == ["x3"]
+    assert (report["duplicate_prompt_groups"], report["duplicate_prompt_records"], report["conflicting_labels"]) == (1, 2, 1)
+    assert report["conflicts"] == [["x1", "x2"]] == duplicate_prompts(cleaned, "classify")
+
+
+@pytest.mark.parametrize("task", ["qa", "classify", "summarize"])
+def test_bundled_sets_hold_no_duplicate_prompts(task):
+    from domaintune_course.data import duplicate_prompts
+    recs = load_task_data(task)
+    assert duplicate_prompts(recs, task) == []
+    assert len({_same(r[("prompt", "text", "dialogue")[("qa", "classify", "summarize").index(task)]]) for r in recs}) == len(recs)
+
+
+# sha256 (first 16 hex digits) of each split's ordered ids at seed 42, computed before duplicate prompts were grouped:
+# the bundled splits, and the Q&A key facts keyed by the test split's ids, must never move.
+BUNDLED_SPLIT_IDS = {
+    "qa": dict(train="81057f19f32bf545", validation="d0579216d60831ca", test="f002119ba1b16e31"),
+    "classify": dict(train="d8deaf815054f9ee", validation="a18ec26ddd3f06d5", test="3c51d7bfbdb9da16"),
+    "summarize": dict(train="fd46a8e3e6d5369d", validation="8f8710c27c624d23", test="ac8ebf8406347a1d")}
+
+
+@pytest.mark.parametrize("task", ["qa", "classify", "summarize"])
+def test_bundled_splits_are_unchanged(task, tmp_path):
+    import hashlib
+    digest = lambda ids: hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    _, manifest = split_records(load_task_data(task), task, seed=42)
+    prepare_data(task, None, tmp_path, seed=42)
+    prepared = json.loads((tmp_path / "manifest.json").read_text())
+    assert {k: digest(manifest["ids"][k]) for k in SPLITS} == {k: digest(prepared["ids"][k]) for k in SPLITS} == BUNDLED_SPLIT_IDS[task]
+    if task == "qa":
+        facts = bundled_path("qa").with_name("chronic_care_key_facts.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(l)["id"] for l in facts] == manifest["ids"]["test"]
+
+
+def test_dialogsum_from_the_hub_keeps_a_repeated_dialogue_in_one_split(tmp_path, monkeypatch):
+    "DialogSum from the hub is split as served, without cleaning: a dialogue held twice still lands in one split, and the report counts it."
+    from domaintune_course import sources
+    rows = [dict(id=f"train_{i}", dialogue=f"#Person1#: I need {i} lamps.\n#Person2#: They cost {3 * i} dollars.", summary=f"#Person1# buys {i} lamps.")
+            for i in range(40)]
+    rows.append(dict(id="dev_9", dialogue=rows[5]["dialogue"].upper(), summary="Someone buys lamps."))
+    monkeypatch.setattr(sources, "load_dialogsum", lambda: dict(train=rows[:30], validation=rows[30:], test=[]))
+    reports = [sources._prepare_hub("dialogsum", tmp_path / str(seed), seed) for seed in range(8)]
+    held = [[k for k in SPLITS for l in (tmp_path / str(seed) / f"{k}.jsonl").read_text().splitlines() if json.loads(l)["id"] in ("train_5", "dev_9")]
+            for seed in range(8)]
+    assert all(len(h) == 2 and len(set(h)) == 1 for h in held), held
+    assert all((r["duplicate_prompt_groups"], r["duplicate_prompt_records"]) == (1, 2) for r in reports)

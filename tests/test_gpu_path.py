@@ -1,7 +1,8 @@
-"""What a read of the GPU path found broken, each checked on this CPU: partial hub snapshots, LoRA targets on a wrapped
-4-bit model, lesson budgets per GPU profile, the best checkpoint kept, two GPUs and a 4-bit model, bf16 without emulation,
-classifier evaluation, DialogSum never swapped, a diagnosis that knows chance, and remote code that is not needed."""
-import json, math, types
+"""What a read of the GPU path found broken, each checked on this CPU: partial hub snapshots, pickle-only checkpoints, LoRA
+targets on a wrapped 4-bit model, lesson budgets per GPU profile, the best checkpoint kept, two GPUs and a 4-bit model, bf16
+without emulation, a GPU the PyTorch build has no kernels for, classifier evaluation, DialogSum never swapped, a diagnosis
+that knows chance, and remote code that is not needed."""
+import contextlib, io, json, math, os, subprocess, sys, types
 from pathlib import Path
 import pytest
 import torch
@@ -13,6 +14,7 @@ from domaintune_course.tasks import classify, summarize
 from domaintune_course.testing import tiny_model_dir, toy_qa_rows, toy_reviews, write_jsonl
 
 GPU_PROFILES = ("t4", "p100", "l4", "a100")
+FALCON = "tiiuae/falcon-rw-1b"
 
 
 def example_fn(record, tokenizer): return build_example("qa", record, tokenizer, style="instruction")
@@ -49,6 +51,63 @@ def test_offline_a_complete_snapshot_loads_with_its_own_tokenizer(hub_root, hub_
     assert type(models.load_model("distilbert-base-uncased", kind="encoder", num_labels=2)).__name__ == "DistilBertForSequenceClassification"
 
 
+# --- pickle-only checkpoints: falcon-rw-1b's main branch holds pytorch_model.bin only --------------------------------------
+
+LOADER = """
+import json
+from domaintune_course import models
+out = {}
+for name in ("phi-2", "falcon-rw-1b"):
+    tok, model = models.load_tokenizer(name), models.load_model(name)
+    out[name] = dict(path=models.resolve_model(name), model=type(model).__name__, eos=tok.eos_token)
+print("LOADED " + json.dumps(out))
+"""  # in a process of its own: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once per process
+
+
+def _same_weights(converted: Path, reference: Path):
+    "Every tensor of `reference` (a safetensors file) is in `converted` with the same values."
+    from safetensors.torch import load_file
+    got, want = load_file(str(converted)), load_file(str(reference))
+    assert set(want) <= set(got) and all(torch.equal(got[k], v) for k, v in want.items())
+
+
+def test_both_hub_layouts_load_through_the_hub(hub_root, tmp_path):
+    "phi-2's main holds safetensors (loaded by hub id); falcon-rw-1b's a pickle only: downloaded, converted once, loaded from the copy."
+    with testing.MockHub(hub_root) as hub:
+        env = {**os.environ, **testing.hub_env(hub.endpoint, tmp_path / "hf"), "DOMAINTUNE_CACHE": str(tmp_path / "cache")}
+        r = subprocess.run([sys.executable, "-c", LOADER], env=env, capture_output=True, text=True, timeout=600)
+    line = next((l for l in r.stdout.splitlines() if l.startswith("LOADED ")), None)
+    assert line, r.stderr[-4000:]
+    falcon = tmp_path / "cache" / "models" / "falcon-rw-1b"
+    assert json.loads(line[len("LOADED "):]) == {"phi-2": dict(path="microsoft/phi-2", model="PhiForCausalLM", eos="<|endoftext|>"),
+                                                 "falcon-rw-1b": dict(path=str(falcon), model="FalconForCausalLM", eos="<|endoftext|>")}
+    assert any(q.startswith("GET /microsoft/phi-2/resolve/") and "/model.safetensors 200" in q for q in hub.requests)
+    assert any(q.startswith(f"GET /{FALCON}/resolve/") and "/pytorch_model.bin 200" in q for q in hub.requests)
+    _same_weights(falcon / "model.safetensors", testing.revision_dir(hub_root, FALCON, "refs/pr/1") / "model.safetensors")
+
+
+def test_offline_a_cached_pickle_only_snapshot_is_complete_and_loads(hub_root, hub_cache, tmp_path, monkeypatch):
+    "The Hugging Face cache holds falcon-rw-1b's main as downloaded (pickle weights): offline it loads, through a safetensors copy."
+    monkeypatch.setenv("DOMAINTUNE_CACHE", str(tmp_path / "cache"))
+    snap = testing.hub_cache(hub_root, hub_cache, FALCON)
+    assert not (snap / "model.safetensors").exists() and models.snapshot_missing(snap, allow_pickle=True) == []
+    model, tok = models.load_model("falcon-rw-1b"), models.load_tokenizer("falcon-rw-1b")
+    assert models.resolve_model("falcon-rw-1b") == str(tmp_path / "cache" / "models" / "falcon-rw-1b") and tok.eos_token == "<|endoftext|>"
+    state = torch.load(snap / "pytorch_model.bin", weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_offline_a_missing_weights_file_is_named_with_the_fix(hub_root, hub_cache, tmp_path, monkeypatch):
+    "A download cut short before pytorch_model.bin: the error names it and says how to finish, in Python and on the command line."
+    monkeypatch.setenv("DOMAINTUNE_CACHE", str(tmp_path / "cache"))
+    testing.hub_cache(hub_root, hub_cache, FALCON, files=[p.name for p in (hub_root / "models" / FALCON).iterdir() if p.suffix != ".bin"])
+    fix = r"lacks model\.safetensors or pytorch_model\.bin \(weights\)\) and the hub is not reachable\. Fix: run again where the hub is reachable"
+    with pytest.raises(InputError, match=fix): models.load_model("falcon-rw-1b")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err): code = cli.main(["train", "--task", "qa", "--model", "falcon-rw-1b", "--out", "falcon-run"])
+    assert code == 2 and "pytorch_model.bin" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
 def test_with_the_hub_reachable_the_hub_id_wins_over_a_partial_cache(hub_root, hub_cache, monkeypatch):
     testing.hub_cache(hub_root, hub_cache, "distilbert/distilbert-base-uncased", files=["config.json"])
     monkeypatch.setattr(models, "hub_reachable", lambda: True)
@@ -80,7 +139,7 @@ def test_lora_targets_look_through_the_lora_layers_of_a_4bit_model(hub_root):
 
 def test_falcon_is_quantized_and_a_model_bitsandbytes_cannot_quantize_is_reported(hub_root, monkeypatch):
     "transformers 5 quantizes only layers whose type is nn.Linear; the course builds Falcon with nn.Linear, and says when a model escapes."
-    cfg = make_config("qa", "smoke", model=str(hub_root / "models" / "tiiuae" / "falcon-rw-1b"), strategy="qlora", lora_r=4)
+    cfg = make_config("qa", "smoke", model=str(testing.revision_dir(hub_root, FALCON, "refs/pr/1")), strategy="qlora", lora_r=4)
     model, _ = qlora.load_for_training(cfg)
     import bitsandbytes as bnb
     four_bit = [n for n, m in model.get_base_model().named_modules() if isinstance(m, bnb.nn.Linear4bit)]
@@ -196,12 +255,14 @@ def test_two_gpus_do_not_double_a_4bit_models_batch_and_loss(hub_root, tmp_path,
 
 # --- bf16 without emulation, unknown GPUs ---------------------------------------------------------------------------
 
-def _fake_gpu(monkeypatch, name: str, major: int, gb: float, count: int = 1):
-    "Make torch report one CUDA device of compute capability `major`.0 (bf16 emulated below 8, as torch does)."
-    props = types.SimpleNamespace(name=name, major=major, minor=0, total_memory=int(gb * 2**30))
+def _fake_gpu(monkeypatch, name: str, major: int, gb: float, count: int = 1, minor: int = 0,
+              archs: list | None = None): # what the torch build was compiled for; None: a build with kernels for this GPU
+    "Make torch report one CUDA device of compute capability `major`.`minor` (bf16 emulated below 8, as torch does)."
+    props = types.SimpleNamespace(name=name, major=major, minor=minor, total_memory=int(gb * 2**30))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: [f"sm_{major}{minor}"] if archs is None else archs)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: major >= 8 or including_emulation)
     monkeypatch.delenv("DOMAINTUNE_PROFILE", raising=False)
 
@@ -219,6 +280,64 @@ def test_unknown_gpus_get_a_profile_their_memory_and_bf16_allow(monkeypatch):
     assert config.detect_profile() == "l4"
     _fake_gpu(monkeypatch, "NVIDIA H200", 9, 139.8)
     assert config.detect_profile() == "a100" and config.hardware()["bf16"]
+
+
+# --- a GPU the installed PyTorch build has no kernels for (Kaggle's P100 under a CUDA 12.8 build) ---------------------
+
+KAGGLE_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]  # torch.cuda.get_arch_list() there
+
+
+def _no_kernel(*args, **kwargs): raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+
+@pytest.mark.parametrize("capability, archs, runs", [
+    ((6, 0), KAGGLE_ARCHS, False),                # a P100: no 6.x kernels, and the PTX is for 12.0
+    ((6, 1), ["sm_60", "sm_70"], True),           # kernels run on later minors of their major version...
+    ((6, 0), ["sm_61"], False),                   # ... not on earlier ones
+    ((7, 5), KAGGLE_ARCHS, True), ((8, 9), ["sm_80", "sm_86"], True), ((12, 1), KAGGLE_ARCHS, True),
+    ((9, 0), ["compute_80"], True),               # PTX is compiled just in time for a newer GPU...
+    ((8, 0), ["compute_86"], False),              # ... never for an older one
+    ((12, 0), ["sm_90"], False), ((12, 0), ["sm_90", "compute_90"], True),
+    ((9, 0), ["sm_90a"], True), ((10, 0), ["sm_90a"], False),  # arch-specific: that GPU only
+    ((10, 3), ["sm_100f"], True), ((12, 0), ["sm_100f"], False),  # family-specific: its major version
+    ((8, 6), [" SM_86 "], True), ((9, 0), ["gfx90a"], True), ((9, 0), [], True)])  # names torch may print; nothing to judge by
+def test_build_runs_on_reads_an_arch_list_as_the_cuda_driver_does(capability, archs, runs):
+    assert config.build_runs_on(capability, archs) is runs
+
+
+def test_a_p100_the_build_has_no_kernels_for_computes_on_the_cpu_and_says_what_to_do(monkeypatch, tmp_path, capsys):
+    "Every choice of device is the CPU (profile cpu, even a GPU profile trains on it), and the setup report gives the fix."
+    _fake_gpu(monkeypatch, "Tesla P100-PCIE-16GB", 6, 15.9, archs=KAGGLE_ARCHS)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", _no_kernel)  # with emulation it launches a kernel: not to be asked here
+    h = config.hardware()
+    assert (h["cuda"], h["cuda_usable"], h["bf16"], h["arch_list"]) == (True, False, False, KAGGLE_ARCHS)
+    assert config.detect_profile() == "cpu" and models.inference_device().type == "cpu" and qlora.inference_device() == "cpu"
+    t4 = make_config("qa", "t4", rehearsal=False)
+    assert qlora.compute_dtype(t4) == torch.float32 and qlora.training_arguments(t4, tmp_path).use_cpu
+    assert qlora.substitutions(t4)["precision"]["why"] == "no kernels for this GPU in this PyTorch build"
+    env = models.setup_report()
+    out = capsys.readouterr().out
+    assert env["profile"] == "cpu" and "profile: cpu" in out and env["gpu_advice"] in out
+    assert "no kernels for the Tesla P100-PCIE-16GB (compute capability 6.0; the build carries sm_75, sm_80, sm_86" in out
+    assert "On Kaggle: Settings > Accelerator > GPU T4 x2; elsewhere install a PyTorch build for this GPU" in out
+    monkeypatch.delenv("DOMAINTUNE_REHEARSAL", raising=False)
+    assert not config.gpu_cell("trains a 1B model") and "GPU T4 x2" in capsys.readouterr().out
+
+
+def test_a_p100_a_build_runs_keeps_its_profile_and_a_t4_gets_t4(monkeypatch):
+    _fake_gpu(monkeypatch, "Tesla P100-PCIE-16GB", 6, 15.9, archs=["sm_60", "sm_70", "sm_75", "compute_75"])
+    assert config.detect_profile() == "p100" and config.cuda_usable() and config.gpu_advice() is None
+    _fake_gpu(monkeypatch, "Tesla T4", 7, 14.6, minor=5, archs=KAGGLE_ARCHS)
+    assert config.detect_profile() == "t4" and models.inference_device().type == "cuda" and config.gpu_advice() is None
+
+
+def test_a_4bit_model_loads_on_the_cpu_beside_a_gpu_the_build_cannot_run(monkeypatch, causal_dir):
+    "transformers puts a 4-bit model on `torch.cuda.current_device()` unless told where; the course names the CPU."
+    import bitsandbytes, peft, transformers.trainer  # imported before the fake GPU: their CUDA backends need a CUDA build of torch
+    _fake_gpu(monkeypatch, "Tesla P100-PCIE-16GB", 6, 15.9, archs=KAGGLE_ARCHS)
+    monkeypatch.setattr(torch.cuda, "current_device", _no_kernel)
+    model, _ = qlora.load_for_training(make_config("qa", "smoke", model=str(causal_dir), strategy="qlora", lora_r=4))
+    assert qlora.quantized_layers(model) > 0 and {p.device.type for p in model.parameters()} == {"cpu"}
 
 
 # --- classifier evaluation -----------------------------------------------------------------------------------------
@@ -286,7 +405,7 @@ def test_a_classifier_that_cannot_read_is_diagnosed_at_chance(tmp_path):
 
 def test_check_model_accepts_a_native_architecture_whose_config_names_remote_code(hub_root, tmp_path):
     "falcon-rw-1b's config.json still has an auto_map; transformers loads falcon natively, so no --trust-remote-code is needed."
-    falcon = hub_root / "models" / "tiiuae" / "falcon-rw-1b"
+    falcon = testing.revision_dir(hub_root, FALCON, "refs/pr/1")  # its safetensors copy: main's pickle would be refused here
     assert "auto_map" in json.loads((falcon / "config.json").read_text())
     assert cli.check_model(str(falcon)) == str(falcon)
     unknown = tmp_path / "custom"; unknown.mkdir()

@@ -156,3 +156,31 @@ def test_sentences_split_at_ends_not_at_abbreviations_and_offline():
     assert M.split_sentences(text) == ["#Person1# asks Dr. Lee for the bill at 9 p.m. tonight.", "#Person2# pays $3.50!", "They leave.", "Why?"]
     one_line = M.rouge_scores(["Bob came home. Ann left early."], ["Ann left early. Bob came home."], split_sentences=True)
     assert one_line["rougeLsum"] == pytest.approx(1.0) and one_line["rougeL"] < 1.0
+
+
+def _flat_history(eval_loss: float, eval_accuracy: float | None = None) -> list[dict]:
+    "Curves that look healthy (train loss falls, eval loss flat at `eval_loss`): what a model that learned nothing can log."
+    train = [{"loss": l, "step": s + 1} for s, l in enumerate(np.linspace(eval_loss * 1.2, eval_loss, 30))]
+    evals = [{"eval_loss": eval_loss * f, "step": s, **({"eval_accuracy": eval_accuracy} if eval_accuracy is not None else {})}
+             for s, f in ((10, 1.0001), (20, 1.0), (30, 1.0))]
+    return train + evals
+
+
+def test_fit_verdict_never_calls_a_classifier_at_chance_a_fit():
+    "Accuracy at the majority class and loss at ln 2 (or at the label prior's loss) is at chance, though the curves alone read as a fit."
+    balanced = _flat_history(math.log(2), 0.5)
+    assert M.diagnose_fit(balanced).startswith("good fit")  # the rule without the task's chance levels
+    assert M.fit_verdict("classify", balanced, labels=["positive", "negative"] * 50, classes=2).startswith("at chance")
+    prior = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))  # always predicting the 70/30 prior
+    skewed = _flat_history(prior, 0.7)
+    assert M.diagnose_fit(skewed).startswith("good fit")
+    assert M.fit_verdict("classify", skewed, labels=["positive"] * 70 + ["negative"] * 30, classes=2).startswith("at chance")
+    with pytest.raises(ValueError, match="labels"): M.fit_verdict("classify", balanced)
+
+
+def test_fit_verdict_knows_a_language_model_at_chance_scores_ln_vocabulary():
+    for task in ("qa", "summarize"):
+        assert M.fit_verdict(task, _flat_history(math.log(400)), vocab_size=400).startswith("at chance")
+        assert M.fit_verdict(task, _flat_history(math.log(2)), vocab_size=400).startswith("good fit")  # ln 2 is far below ln 400
+        with pytest.raises(ValueError, match="vocab_size"): M.fit_verdict(task, _flat_history(1.0))
+    with pytest.raises(ValueError, match="unknown task"): M.fit_verdict("translate", _flat_history(1.0), vocab_size=400)

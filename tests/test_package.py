@@ -34,3 +34,21 @@ def test_installed_wheel_runs_env_without_repo(wheel, tmp_path):
     assert str(target) in r.stderr, "the installed copy, not the repo's, must be the one that ran"
     info = json.loads(r.stdout)
     assert info["offline_models"]["smollm2-135m"] is True and info["offline_models"]["minilm-l6"] is True
+
+
+NOISE_PROBE = """
+import warnings
+import domaintune_course, bitsandbytes
+from domaintune_course.testing import tiny_causal_lm
+from peft import LoraConfig, get_peft_model
+get_peft_model(tiny_causal_lm(), LoraConfig(r=2, target_modules=["q_proj"]))
+warnings.warn("a real warning stays visible", FutureWarning)
+"""
+
+
+def test_importing_the_package_stops_the_libraries_noise_and_nothing_else():
+    "bitsandbytes' CPU kernel lookup and peft's deprecated-property read print nothing; another FutureWarning still shows."
+    r = subprocess.run([sys.executable, "-c", NOISE_PROBE], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "gemm_4bit_forward" not in r.stderr and "is_gradient_checkpointing" not in r.stderr, r.stderr[-2000:]
+    assert "a real warning stays visible" in r.stderr

@@ -54,9 +54,10 @@ def test_train_writes_the_run_and_reports_costs(trained):
 
 
 def test_evaluate_reports_base_and_fine_tuned(trained):
-    run, _ = trained
+    run, metrics = trained
     result = qa.evaluate(run, limit=2)
     assert result["n"] == 2 and len(result["examples"]) == 2
+    assert result["fit"] == metrics["fit"] and metrics["fit"].startswith("at chance")  # random weights: ln(vocabulary), one verdict
     for system in ("base", "finetuned"):
         assert result[system]["perplexity"] > 1 and 0 <= result[system]["token_f1"] <= 1
     assert result["base"]["perplexity"] != result["finetuned"]["perplexity"]

@@ -1,6 +1,8 @@
 """The GPU profiles rehearsed on this CPU: every task through the `domaintune` command under t4, p100, l4 and a100, and
 every lesson under t4 and a100, with tiny models of the profiles' architectures and the hub's data sets served by a
-loopback stand-in for the hub (`testing.MockHub`), the budgets capped by `DOMAINTUNE_REHEARSAL=1`.
+loopback stand-in for the hub (`testing.MockHub`) in the hub's layouts (falcon-rw-1b's main branch holds pickle weights
+only), the budgets capped by `DOMAINTUNE_REHEARSAL=1`. And a GPU the installed PyTorch build has no kernels for (Kaggle's
+P100 under a CUDA 12.8 build), faked in the rehearsal's process: refused with the fix, and the course run on the CPU.
 
 Each case runs in a process of its own: `HF_HUB_OFFLINE` and `HF_ENDPOINT` are read once per process by huggingface_hub
 and datasets, and the test session itself runs offline (conftest)."""
@@ -32,12 +34,28 @@ def run(*argv):
 texts = dict(qa="How often should I check my blood pressure?", classify="A wonderful, moving film.",
              summarize="#Person1#: Is the bus late?\\n#Person2#: Yes, by ten minutes.")
 result = {}
-for task in ("qa", "classify", "summarize"):
+for task in sys.argv[1:] or ("qa", "classify", "summarize"):
     train = run("train", "--task", task, "--out", f"{task}-run")
     done = train["code"] == 0
     result[task] = dict(train=train, evaluate=run("evaluate", "--run", f"{task}-run") if done else None,
                         generate=run("generate", "--run", f"{task}-run", texts[task]) if done else None)
 print("REHEARSAL " + json.dumps(result))
+"""
+P100 = "p100-without-kernels"
+FAKE_P100 = """
+import types, torch
+import accelerate, bitsandbytes, peft, transformers.trainer  # first: their CUDA backends load only under a CUDA build of torch
+_props = types.SimpleNamespace(name="Tesla P100-PCIE-16GB", major=6, minor=0, total_memory=16 * 2**30)
+def _no_kernel(*a, **k): raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+for _name, _fn in dict(is_available=lambda: True, device_count=lambda: 1, get_device_properties=lambda i=0: _props,
+                       get_arch_list=lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"],
+                       is_bf16_supported=_no_kernel, current_device=_no_kernel, synchronize=_no_kernel).items():
+    setattr(torch.cuda, _name, _fn)
+for _mod in (torch.cuda, torch.cuda.random):  # host-side state a CUDA build reads without a kernel (the Trainer saves it)
+    _mod.get_rng_state, _mod.set_rng_state = lambda device="cuda": torch.zeros(16, dtype=torch.uint8), lambda state, device="cuda": None
+"""  # what a CUDA build of torch shows on a GPU it has no kernels for; anything computing there fails (this build has no CUDA)
+ENV_DRIVER = """
+print("ENV " + json.dumps(dict(text=run("env"), json=run("env", "--json"))))
 """
 
 
@@ -54,7 +72,8 @@ def hub(tmp_path_factory):
 def rehearsal_env(hub, profile: str, runs: Path) -> dict:
     "The environment of a rehearsal of `profile`: online to the stand-in hub, budgets capped."
     return {**os.environ, **hub_env(hub.endpoint, hub.home), "DOMAINTUNE_REHEARSAL": "1", "DOMAINTUNE_PROFILE": profile,
-            "DOMAINTUNE_RUNS": str(runs), "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false"}
+            "DOMAINTUNE_RUNS": str(runs), "DOMAINTUNE_CACHE": str(runs.parent / "cache"),  # models converted from pickle go here
+            "MPLBACKEND": "Agg", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _start(cmd: list, env: dict, cwd: Path, logs: Path) -> tuple:
@@ -82,11 +101,15 @@ def _all_started(started: dict):
 
 @pytest.fixture(scope="module")
 def cli_rehearsals(hub, tmp_path_factory):
-    "Every GPU profile's CLI rehearsal, started at once (they share nothing but the read-only stand-in hub and its cache)."
+    "Every GPU profile's CLI rehearsal, and the faked P100's, started at once (they share nothing but the read-only stand-in hub and its cache)."
     started = {}
     for profile in GPU_PROFILES:
         work = tmp_path_factory.mktemp(f"cli-{profile}")
         started[profile] = _start([sys.executable, "-c", DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work)
+    work = tmp_path_factory.mktemp(f"cli-{P100}")  # no profile set: detected; the session's cache, where SmolLM2 is kept converted
+    env = {k: v for k, v in rehearsal_env(hub, "", work / "runs").items() if k not in ("DOMAINTUNE_PROFILE", "DOMAINTUNE_CACHE")}
+    env |= {k: os.environ[k] for k in ("DOMAINTUNE_CACHE",) if k in os.environ}
+    started[P100] = _start([sys.executable, "-c", FAKE_P100 + DRIVER + ENV_DRIVER, "qa", "classify"], env, work, work)
     yield from _all_started(started)
 
 
@@ -113,6 +136,29 @@ def test_every_task_rehearses_through_the_command_line(profile, hub, cli_rehears
         if task == "summarize": assert metrics["data_source"] == "knkarthick/dialogsum"
     assert any(f"/{REGISTRY[make_config('summarize', profile).model].hub_id}/resolve/" in q for q in hub.requests)
     assert any("/datasets/knkarthick/dialogsum/resolve/" in q for q in hub.requests)
+    if make_config("qa", profile).model == "falcon-rw-1b":  # main holds pickle weights only: downloaded, converted, loaded from the copy
+        assert any(q.startswith("GET /tiiuae/falcon-rw-1b/resolve/") and "/pytorch_model.bin 200" in q for q in hub.requests)
+        assert (tmp_path / "cache" / "models" / "falcon-rw-1b" / "model.safetensors").is_file()
+
+
+def test_a_gpu_the_pytorch_build_cannot_run_is_refused_with_the_fix(cli_rehearsals):
+    """Kaggle's P100 under a torch build without sm_60 kernels, no profile set: `env` says what happened and what to do, and qa
+    and classify train, evaluate and generate on the cpu profile without a traceback (a CUDA call would fail: no CUDA here)."""
+    started = cli_rehearsals[P100]
+    r = _finish(started, timeout=1500)
+    out = {l.split(" ", 1)[0]: json.loads(l.split(" ", 1)[1]) for l in r.stdout.splitlines() if l.startswith(("REHEARSAL ", "ENV "))}
+    assert set(out) == {"REHEARSAL", "ENV"}, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    text, info = out["ENV"]["text"]["out"], json.loads(out["ENV"]["json"]["out"])
+    assert "profile: cpu" in text and "1 x Tesla P100-PCIE-16GB" in text
+    assert "no kernels for the Tesla P100-PCIE-16GB (compute capability 6.0; the build carries sm_75, sm_80" in text
+    assert "On Kaggle: Settings > Accelerator > GPU T4 x2" in text and "(DOMAINTUNE_PROFILE=cpu)" in text
+    assert (info["profile"], info["hardware"]["cuda"], info["hardware"]["cuda_usable"]) == ("cpu", True, False)
+    assert info["gpu_advice"] in text
+    for task, steps in out["REHEARSAL"].items():
+        for step, o in steps.items(): assert o and o["code"] == 0 and "Traceback" not in o["err"], f"{task} {step}: {o and o['err']}"
+        saved = json.loads((started[1] / "runs" / f"{task}-run" / "config.json").read_text())["config"]
+        assert (saved["profile"], saved["precision"]) == ("cpu", "fp32")
+    assert set(out["REHEARSAL"]) == {"qa", "classify"} and "Traceback" not in r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """The summarization task end to end on a tiny causal model: train and evaluate through the task contract and the CLI,
 DialogSum's three-reference layout, and bad input."""
-import csv, json
+import csv, json, math, shutil
 from pathlib import Path
 import pytest
-from domaintune_course import cli
+from domaintune_course import cli, metrics as M
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError
 from domaintune_course.metrics import ROUGE_TYPES
@@ -130,3 +130,17 @@ def test_compare_prompts_scores_prompting_baselines_beside_the_fine_tuned_model(
     few = summarize.few_shot_instruction(train[:1])
     assert train[0]["summary"] in few and not any(r["summary"] in few for r in held)
     with pytest.raises(InputError, match="Unknown systems"): summarize.compare_prompts(run, held, systems=("oracle",))
+
+
+def test_train_and_evaluate_name_the_fit_like_the_other_tasks(trained, tmp_path):
+    "metrics.json and eval.json carry `fit`, from the saved history and ln(vocabulary): a run stuck there is at chance, never a fit."
+    from transformers import AutoTokenizer
+    root, run = trained
+    vocab, fit = len(AutoTokenizer.from_pretrained(run / "model")), json.loads((run / "metrics.json").read_text())["fit"]
+    assert fit == M.fit_verdict("summarize", json.loads((run / "history.json").read_text()), vocab_size=vocab)
+    copy = shutil.copytree(run, tmp_path / "run")
+    flat = lambda loss: ([{"loss": loss * (1.2 - 0.2 * s / 30), "step": s} for s in range(1, 31)] +
+                         [{"eval_loss": loss, "step": s} for s in (10, 20, 30)])
+    for loss, verdict in ((math.log(vocab), "at chance"), (1.0, "good fit")):
+        (copy / "history.json").write_text(json.dumps(flat(loss)))
+        assert summarize.evaluate(copy, limit=1)["fit"].startswith(verdict)

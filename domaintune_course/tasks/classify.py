@@ -7,9 +7,9 @@ Docs: https://domaintune-course.github.io/domaintune-course/imdb.html.md"""
 # %% auto #0
 __all__ = ['LABELS', 'TRUNCATIONS', 'TRUNCATION', 'check_labels', 'load_reviews', 'take_balanced', 'prepare', 'keep_tokens',
            'clip_text', 'encode', 'embed', 'probe_truncation', 'head_modules', 'freeze', 'count_parameters', 'add_lora',
-           'build_classifier', 'training_arguments', 'fit', 'predict_proba', 'train', 'load_classifier',
-           'tfidf_baseline', 'tfidf_scores', 'zero_shot_scores', 'evaluate', 'compare_systems', 'verdict', 'generate',
-           'MeanPooler', 'masked_mean', 'pooling_mode', 'use_mean_pooling']
+           'build_classifier', 'training_arguments', 'fit', 'scoring_dtype', 'predict_proba', 'train',
+           'load_classifier', 'tfidf_baseline', 'tfidf_scores', 'zero_shot_scores', 'evaluate', 'compare_systems',
+           'verdict', 'generate', 'MeanPooler', 'masked_mean', 'pooling_mode', 'use_mean_pooling']
 
 # %% ../../nbs/04_imdb.ipynb #23a6e516
 import json, random, shutil, time
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from ..config import InputError, TrainConfig, rehearsal_records
 from ..models import LORA_TARGETS, inference_device, load_model, load_permissions, load_tokenizer
-from ..batching import course_trainer
-from ..qlora import describe_substitutions, newest_checkpoint, substitutions
+from ..batching import CompletionCollator, course_trainer
+from ..qlora import compute_dtype, describe_substitutions, newest_checkpoint, substitutions
 from ..data import build_prompt, load_imdb, load_task_data, prepare_data, read_splits, sentiment_label
 from .. import metrics
 from ..pooling import MeanPooler, _pooling, masked_mean, pooling_mode, use_mean_pooling
@@ -215,14 +215,15 @@ def build_classifier(cfg: TrainConfig, # model, strategy, LoRA settings, extra["
 
 # %% ../../nbs/04_imdb.ipynb #6a5c28b8
 def training_arguments(cfg: TrainConfig, output_dir: Path | str):
-    "`TrainingArguments` for `cfg`: evaluate and save each epoch (or each `eval_steps`), keep the best by validation accuracy."
+    "`TrainingArguments` for `cfg`: evaluate and save each epoch (each `eval_steps` in step budgets and one-epoch runs), keep the best by validation accuracy."
     # cfg.extra["checkpoints"] = False: no checkpoints (a quick comparison); the last model is the result
     import torch
     from transformers import TrainingArguments
-    from domaintune_course.qlora import _optimizer, compute_dtype  # lesson 02's: what this machine can run of what the profile asks
-    cuda, dtype = torch.cuda.is_available(), compute_dtype(cfg)
+    from domaintune_course.qlora import _optimizer, compute_dtype, inference_device  # lesson 02's: what this machine can run of what the profile asks
+    cuda, dtype = inference_device() == "cuda", compute_dtype(cfg)
+    by_steps = cfg.max_steps > 0 or cfg.epochs <= 1  # one epoch evaluated once gives a fit verdict nothing to compare
     every = (dict(eval_strategy="steps", save_strategy="steps", eval_steps=cfg.eval_steps, save_steps=cfg.eval_steps)
-             if cfg.max_steps > 0 else dict(eval_strategy="epoch", save_strategy="epoch"))
+             if by_steps else dict(eval_strategy="epoch", save_strategy="epoch"))
     keep = cfg.extra.get("checkpoints", True)
     if not keep: every["save_strategy"] = "no"
     return TrainingArguments(
@@ -265,22 +266,37 @@ def fit(cfg: TrainConfig, # budget, model, strategy; extra: truncation, freeze_l
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     return trainer, tok
 
+# %% ../../nbs/04_imdb.ipynb #33832d4d
+def scoring_dtype(precision: str, # the run's `TrainConfig.precision`: fp32 | fp16 | bf16
+                  device="cuda", # where the model scores
+                 ) -> "torch.dtype":
+    "The dtype a classifier scores in: the profile's half precision on a GPU (fp16 where bf16 is not native), fp32 elsewhere."
+    import torch
+    if torch.device(device).type != "cuda": return torch.float32
+    return compute_dtype(TrainConfig(precision=precision))
+
+def _length_batches(lengths: list[int], batch_size: int, progress: bool, desc: str = "scoring"):
+    "Index arrays of batches of similar lengths (shortest first), under a progress bar."
+    from tqdm.auto import tqdm
+    order = np.argsort(lengths, kind="stable")
+    for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, leave=False): yield order[i:i + batch_size]
+
 # %% ../../nbs/04_imdb.ipynb #d02512ea
 def predict_proba(model, tokenizer, texts: list[str], max_length: int, truncation: str = TRUNCATION,
                   batch_size: int = 32, # reviews per forward pass, sorted by length so a batch pads little
                   progress: bool = True, # show a progress bar (25,000 IMDb reviews take minutes even on a GPU)
+                  precision: str = "fp32", # the run's precision: a GPU scores in its half precision (`scoring_dtype`)
                  ) -> np.ndarray:
     "P(positive) for each text, scored in batches on the model's device."
-    import torch
-    from tqdm.auto import tqdm
+    import contextlib, torch
     model.eval()
-    clipped = [clip_text(t, tokenizer, max_length, truncation) for t in texts]
-    order = np.argsort([len(t) for t in clipped])
-    out = np.zeros(len(texts), dtype=float)
-    for i in tqdm(range(0, len(texts), batch_size), desc="scoring", unit="batch", disable=not progress, leave=False):
-        idx = order[i:i + batch_size]
-        b = tokenizer([clipped[j] for j in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(model.device)
-        with torch.no_grad(): out[idx] = torch.softmax(model(**b).logits.float(), -1)[:, LABELS.index("positive")].cpu().numpy()
+    clipped, out = [clip_text(t, tokenizer, max_length, truncation) for t in texts], np.zeros(len(texts), dtype=float)
+    dtype = scoring_dtype(precision, model.device)
+    half = torch.autocast("cuda", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    with torch.no_grad(), half:
+        for idx in _length_batches([len(t) for t in clipped], batch_size, progress):
+            b = tokenizer([clipped[j] for j in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt").to(model.device)
+            out[idx] = torch.softmax(model(**b).logits.float(), -1)[:, LABELS.index("positive")].cpu().numpy()
     return out
 
 # %% ../../nbs/04_imdb.ipynb #bb3ce737
@@ -307,13 +323,21 @@ def _source(from_run) -> str | None:
 def _save_run(cfg: TrainConfig, run_dir: Path, trainer, tok, source: str | None) -> list:
     "Write the model, `labels.json`, `classify.json` (what evaluation needs), the loss history and its plot; return the history."
     _save_model(trainer.model, tok, run_dir)
-    history = trainer.state.log_history
+    history = list(trainer.state.log_history)  # a copy: the evaluation that follows training must not add a point to the curves
     _write_json(dict(id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}), run_dir / "labels.json")
     _write_json(dict(model=cfg.model, source=source, strategy=cfg.strategy, truncation=cfg.extra["truncation"], pooling=_pooling(cfg),
-                     max_length=cfg.max_length, seed=cfg.seed, batch_size=cfg.batch_size, eval_limit=cfg.eval_limit), run_dir / "classify.json")
+                     max_length=cfg.max_length, seed=cfg.seed, batch_size=cfg.batch_size, eval_limit=cfg.eval_limit,
+                     precision=cfg.precision), run_dir / "classify.json")
     _write_json(history, run_dir / "history.json")
     metrics.plot_loss_curves(history).savefig(run_dir / "loss_curves.png", dpi=100)
     return history
+
+def _run_fit(run_dir: Path) -> str | None:
+    "The run's fit (`metrics.fit_verdict`) from its saved loss history and the chance levels of its training labels; None without a history."
+    hist = Path(run_dir) / "history.json"
+    if not hist.is_file(): return None
+    labels = [r["label"] for r in read_splits(Path(run_dir) / "data", "classify")["train"]]
+    return metrics.fit_verdict("classify", json.loads(hist.read_text(encoding="utf-8")), labels=labels, classes=len(LABELS))
 
 # %% ../../nbs/04_imdb.ipynb #711cbeb3
 def train(cfg: TrainConfig, # the run's configuration (task classify)
@@ -331,11 +355,11 @@ def train(cfg: TrainConfig, # the run's configuration (task classify)
     if subs: print(describe_substitutions(subs))
     t0, source = time.time(), _source(from_run)
     trainer, tok = fit(cfg, splits, run_dir / "checkpoints", callbacks, resume, source)
-    history = _save_run(cfg, run_dir, trainer, tok, source)
-    best, chance = trainer.evaluate(), metrics.chance_levels([r["label"] for r in splits["train"]], len(LABELS))
+    _save_run(cfg, run_dir, trainer, tok, source)
+    best = trainer.evaluate()
     return dict(val_accuracy=best["eval_accuracy"], val_f1=best["eval_f1"], val_loss=best["eval_loss"], train_seconds=round(time.time() - t0, 1),
                 best_checkpoint=trainer.state.best_model_checkpoint, steps=trainer.state.global_step, truncation=cfg.extra["truncation"],
-                fit=metrics.diagnose_fit(history, chance=chance), substitutions=subs,
+                fit=_run_fit(run_dir), substitutions=subs,
                 **{f"{k}_parameters": v for k, v in count_parameters(trainer.model).items() if k != "share"})
 
 # %% ../../nbs/04_imdb.ipynb #2c14df30
@@ -375,22 +399,33 @@ def tfidf_scores(pipe, texts: list[str]) -> np.ndarray:
     "P(positive) from a fitted TF-IDF pipeline."
     return pipe.predict_proba(texts)[:, list(pipe.classes_).index("positive")]
 
+# %% ../../nbs/04_imdb.ipynb #b91e8c1b
+def _next_token_logprobs(lm, tokenizer, ids: list[list[int]]) -> "torch.Tensor":
+    "Log-probabilities of the token after each prompt of one left-padded batch (positions counted from each prompt's first token)."
+    import torch
+    b = CompletionCollator(tokenizer, padding_side="left")([dict(input_ids=x, attention_mask=[1] * len(x)) for x in ids])
+    b = {k: v.to(lm.device) for k, v in b.items()}
+    positions = (b["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad(): return torch.log_softmax(lm(**b, position_ids=positions).logits[:, -1].float(), -1)
+
 # %% ../../nbs/04_imdb.ipynb #2a5639f1
 def zero_shot_scores(texts: list[str], # reviews
                      model_name: str = "smollm2-135m", # an instruct causal LM with a chat template
                      max_length: int = 384, # review tokens kept (head+tail) in the prompt
+                     batch_size: int = 16, # prompts per forward pass, left-padded, similar lengths together
+                     progress: bool = True, # show a progress bar
                     ) -> np.ndarray:
     "P(positive) from an instruct LM's first answer token, comparing 'positive' with 'negative'."
     import torch
     tok, lm = load_tokenizer(model_name), load_model(model_name).to(inference_device()).eval()
     words = {l: sorted({tok.encode(w, add_special_tokens=False)[0] for w in (l, l.capitalize())}) for l in LABELS}
-    out = []
-    for t in texts:
-        prompt = build_prompt("classify", dict(text=clip_text(t, tok, max_length)), tok, style="chat", labels=list(LABELS))
-        with torch.no_grad(): logits = lm(**tok(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)).logits[0, -1].float()
-        lp = {l: torch.logsumexp(torch.log_softmax(logits, -1)[ids], 0) for l, ids in words.items()}
-        out.append(float(torch.sigmoid(lp["positive"] - lp["negative"])))
-    return np.array(out)
+    prompts = [build_prompt("classify", dict(text=clip_text(t, tok, max_length)), tok, style="chat", labels=list(LABELS)) for t in texts]
+    ids, out = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], np.zeros(len(texts), dtype=float)
+    for idx in _length_batches([len(x) for x in ids], batch_size, progress, desc="scoring (zero-shot)"):
+        logp = _next_token_logprobs(lm, tok, [ids[j] for j in idx])
+        positive, negative = (torch.logsumexp(logp[:, words[l]], -1) for l in ("positive", "negative"))
+        out[idx] = torch.sigmoid(positive - negative).cpu().numpy()
+    return out
 
 # %% ../../nbs/04_imdb.ipynb #555e3697
 def _plots(run_dir: Path, y: list, pred: list, p: np.ndarray) -> dict:
@@ -427,7 +462,7 @@ def evaluate(run_dir: Path | str, # a finished classify run
     recs = take_balanced(available, limit or info.get("eval_limit"), info["seed"])  # capped: 25,000 reviews take hours on a CPU
     model, tok = load_classifier(run_dir)
     texts, y = _xy(recs)
-    p = predict_proba(model, tok, texts, info["max_length"], info["truncation"], max(32, 2 * info.get("batch_size", 16)))
+    p = predict_proba(model, tok, texts, info["max_length"], info["truncation"], max(32, 2 * info.get("batch_size", 16)), precision=info.get("precision", "fp32"))
     pred = [LABELS[int(x >= 0.5)] for x in p]
     rep = metrics.classification_report(y, pred, scores=p, labels=list(LABELS), pos_label="positive")
     right = np.array([a == b for a, b in zip(pred, y)], dtype=float)
@@ -437,7 +472,7 @@ def evaluate(run_dir: Path | str, # a finished classify run
                roc_auc=rep["roc_auc"], n=rep["n"], baseline_accuracy=base_acc, accuracy_ci=metrics.bootstrap_ci(right, seed=info["seed"])[1:],
                vs_baseline=metrics.paired_bootstrap(base_right, right, seed=info["seed"]), per_class=rep["per_class"],
                confusion=rep["confusion"], labels=list(LABELS), data=str(data or "test split"), truncation=info["truncation"],
-               held_out_available=len(available))
+               held_out_available=len(available), fit=_run_fit(run_dir))
     _plots(run_dir, y, pred, p)
     _write_json(errors, run_dir / "errors.json"); _write_json(out, run_dir / "eval.json")
     return out
@@ -476,5 +511,5 @@ def generate(run_dir: Path | str, # a finished classify run
     "The predicted label of each text with its probability, e.g. `positive (0.97)`."
     info = json.loads((Path(run_dir) / "classify.json").read_text(encoding="utf-8"))
     model, tok = load_classifier(run_dir)
-    p = predict_proba(model, tok, list(texts), info["max_length"], info["truncation"])
+    p = predict_proba(model, tok, list(texts), info["max_length"], info["truncation"], precision=info.get("precision", "fp32"))
     return [f"{LABELS[int(x >= 0.5)]} ({max(x, 1 - x):.2f})" for x in p]

@@ -10,7 +10,7 @@ __all__ = ['PROMPT_STYLE', 'BETTER_INSTRUCTION', 'SAMPLED', 'SYSTEMS', 'COMPARED
            'few_shot_instruction', 'system_instructions', 'compare', 'generate']
 
 # %% ../../nbs/03_domain_qa.ipynb #7fa97394
-import json, math, shutil
+import json, shutil
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +56,12 @@ def _from_run_model(from_run: Path | str) -> str:
     if not (merged / "config.json").is_file(): qlora.merge_adapter(from_run, merged)
     return str(merged)
 
+# %% ../../nbs/03_domain_qa.ipynb #bb770eb7
+def _run_fit(run_dir: Path, vocab_size: int) -> str | None:
+    "The run's fit (`metrics.fit_verdict`: a language model that learned nothing scores ln(vocabulary)) from its saved history; None without one."
+    hist = Path(run_dir) / "history.json"
+    return metrics.fit_verdict("qa", json.loads(hist.read_text(encoding="utf-8")), vocab_size=vocab_size) if hist.is_file() else None
+
 # %% ../../nbs/03_domain_qa.ipynb #1ee75187
 def train(cfg: TrainConfig, # the run's configuration (task qa)
           run_dir: Path | str, # the run directory
@@ -73,7 +79,7 @@ def train(cfg: TrainConfig, # the run's configuration (task qa)
     history = out.pop("log_history")
     _write_json(history, run_dir / "history.json")
     metrics.plot_loss_curves(history).savefig(run_dir / "loss_curves.png", dpi=100)
-    fit = metrics.diagnose_fit(history, chance=dict(chance_loss=math.log(out["vocab_size"])))  # guessing over the vocabulary
+    fit = _run_fit(run_dir, out["vocab_size"])  # at chance: no better than guessing over the vocabulary
     return out | dict(fit=fit, train_records=len(train_recs), validation_records=len(val_recs[:cfg.eval_limit]))
 
 # %% ../../nbs/03_domain_qa.ipynb #76422ada
@@ -140,7 +146,7 @@ def evaluate(run_dir: Path | str, # a finished qa run
              data: str | Path | None = None, # a prompt/completion file to score; None: the run's test split
              limit: int | None = None, # score at most this many questions; None: the profile's eval_limit
             ) -> dict:
-    "Base vs fine-tuned on held-out questions: perplexity, token F1 with intervals, side-by-side answers; writes eval.json and a plot."
+    "Base vs fine-tuned on held-out questions: perplexity, token F1 with intervals, side-by-side answers, the run's fit; writes eval.json and a plot."
     run_dir = Path(run_dir); cfg = qlora.finetune_config(run_dir)
     recs = _eval_records(run_dir, data, limit, cfg)
     tok, models = qlora.base_then_finetuned(run_dir)
@@ -150,7 +156,7 @@ def evaluate(run_dir: Path | str, # a finished qa run
                        fine_tuned_ahead_on_perplexity=tuned["perplexity"] < base["perplexity"],
                        generation_time=dict(base=base["answers"].stats(), finetuned=tuned["answers"].stats(), device=qlora.inference_device()),
                        examples=[dict(question=r["prompt"], reference=r["completion"], base=b, finetuned=t)
-                                 for r, b, t in zip(recs, base["answers"], tuned["answers"])])
+                                 for r, b, t in zip(recs, base["answers"], tuned["answers"])], fit=_run_fit(run_dir, len(tok)))
     plot_systems(table).savefig(run_dir / "eval_comparison.png", dpi=100)
     _write_json(out, run_dir / "eval.json")
     return out

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from ..config import InputError, TrainConfig, rehearsal_cap
 from ..data import SPLITS, build_example, build_prompt, load_task_data, prepare_data
-from ..metrics import ROUGE_TYPES, bootstrap_ci, paired_bootstrap, plot_loss_curves, rouge_scores
+from ..metrics import ROUGE_TYPES, bootstrap_ci, fit_verdict, paired_bootstrap, plot_loss_curves, rouge_scores
 from ..models import load_permissions, load_tokenizer
 from ..sources import DIALOGSUM, HUB_NAMES, _prepare_hub, _read_jsonl, _write_json, load_dialogues, use_hub, write_csv
 
@@ -148,6 +148,15 @@ def continue_from(cfg: TrainConfig, # the new run's configuration
     if not (base / "config.json").is_file(): merge_adapter(from_run, base)
     return replace(cfg, model=str(base))
 
+# %% ../../nbs/05_dialogsum.ipynb #668080b4
+def _run_fit(run_dir: Path, vocab_size: int | None = None) -> str | None:
+    "The run's fit (`fit_verdict`, at chance meaning ln(vocabulary)) from its saved history; None without one. `vocab_size` None: the run's tokenizer's."
+    from transformers import AutoTokenizer
+    hist = Path(run_dir) / "history.json"
+    if not hist.is_file(): return None
+    vocab_size = vocab_size or len(AutoTokenizer.from_pretrained(Path(run_dir) / "model"))
+    return fit_verdict("summarize", json.loads(hist.read_text(encoding="utf-8")), vocab_size=vocab_size)
+
 # %% ../../nbs/05_dialogsum.ipynb #6116fb4d
 def train(cfg: TrainConfig, # model, strategy, budget; extra["style"] picks the prompt style
           run_dir: Path, # the run directory: data/, generation.json, checkpoints/, model/
@@ -155,7 +164,7 @@ def train(cfg: TrainConfig, # model, strategy, budget; extra["style"] picks the 
           from_run: Path | None = None, # start from this finished run's model
           callbacks: list | None = None, # `TrainerCallback`s (progress, cancellation)
          ) -> dict:
-    "Fine-tune a summarizer on the run's training split with the shared engine; return the training metrics and where the data came from."
+    "Fine-tune a summarizer on the run's training split with the shared engine; return the training metrics, the fit and where the data came from."
     from domaintune_course.qlora import fine_tune
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     splits = prepare_run_data(cfg, run_dir / "data", resume)
@@ -166,8 +175,10 @@ def train(cfg: TrainConfig, # model, strategy, budget; extra["style"] picks the 
     _write_json(gen, run_dir / "generation.json")
     metrics = fine_tune(cfg, run_dir, splits["train"], splits["validation"][:cfg.eval_limit],
                         partial(summary_example, style=gen["style"]), resume=resume, callbacks=callbacks)
-    if any("loss" in h for h in metrics.get("log_history", [])): plot_loss_curves(metrics["log_history"]).savefig(run_dir / "loss.png")
-    return metrics | dict(data_source=json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["source"])
+    _write_json(metrics["log_history"], run_dir / "history.json")
+    if any("loss" in h for h in metrics["log_history"]): plot_loss_curves(metrics["log_history"]).savefig(run_dir / "loss.png")
+    source = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["source"]
+    return metrics | dict(fit=_run_fit(run_dir, metrics["vocab_size"]), data_source=source)
 
 # %% ../../nbs/05_dialogsum.ipynb #b14081cd
 def _key(text: str) -> str:
@@ -220,7 +231,7 @@ def evaluate(run_dir: Path, # a trained run directory
              data: str | None = None, # another data file (e.g. DialogSum's test set with summary1..3); None: the run's test split
              limit: int | None = None, # score at most this many dialogues; None: the config's `eval_limit`
             ) -> dict:
-    "ROUGE of the base and the fine-tuned model on the same held-out dialogues, with 95% intervals on the differences."
+    "ROUGE of the base and the fine-tuned model on the same held-out dialogues, with 95% intervals on the differences, and the run's fit."
     from domaintune_course.qlora import inference_device
     run_dir, cfg = Path(run_dir), _run_config(run_dir)
     rows, source = held_out(run_dir, data, limit or cfg.eval_limit)
@@ -231,7 +242,8 @@ def evaluate(run_dir: Path, # a trained run directory
     write_csv(table, run_dir / "results.csv")
     result = dict(headline="rougeL", source=source, generation=gen, **result,
                   generation_time=dict(base=base.stats(), finetuned=tuned.stats(), device=inference_device()),
-                  best=[r["id"] for r in best_and_worst(table)["best"]], worst=[r["id"] for r in best_and_worst(table)["worst"]])
+                  best=[r["id"] for r in best_and_worst(table)["best"]], worst=[r["id"] for r in best_and_worst(table)["worst"]],
+                  fit=_run_fit(run_dir))
     plot_rouge(result).savefig(run_dir / "rouge.png")
     _write_json(result, run_dir / "eval.json")
     return result
