@@ -343,7 +343,9 @@ def cmd_export(args) -> int:
     "Export a finished run: a merged model (safetensors), or GGUF for llama.cpp with an Ollama Modelfile; print what was written."
     from domaintune_course import export
     d = _trained_run(args.run, args.runs_dir)
-    _print_json(export.export_run(d, args.format, args.out, args.outtype, args.check)); return 0
+    from domaintune_course.gguf import LlamaCrash
+    try: _print_json(export.export_run(d, args.format, args.out, args.outtype, args.check)); return 0
+    except LlamaCrash as e: print(f"domaintune: {e}", file=sys.stderr); return 1
 
 def _export_parser(sub):
     "The `export` subcommand's options."

@@ -6,7 +6,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/gguf.html.
 
 # %% auto #0
 __all__ = ['LLAMA_CPP_PYTHON', 'CONVERTER_PARTS', 'UNSUPPORTED_VARIANTS', 'PARITY_THRESHOLDS', 'find_converter',
-           'fetch_converter', 'converter_dir', 'supported_architectures', 'check_architecture', 'to_gguf',
+           'fetch_converter', 'converter_dir', 'supported_architectures', 'check_architecture', 'to_gguf', 'LlamaCrash',
            'gguf_parity']
 
 # %% ../nbs/reference/gguf.ipynb #a39799fa
@@ -142,6 +142,27 @@ def _forced_agreement(llm, ids: list[int], reference: list[int]) -> float:
     first = np.asarray(llm.scores[len(ids) - 1:len(ids) - 1 + len(reference)]).argmax(-1)
     return float((first == np.asarray(reference)).mean())
 
+def _llama_rows(gguf_file: str, prompts: list[str], ids: list[list[int]], references: list[list[int]], stops: list[int], max_new_tokens: int, bos: bool) -> list[dict]:
+    "llama.cpp's side of the parity check for each prompt: its prompt tokens match, forced agreement, free greedy continuation."
+    from contextlib import closing
+    from llama_cpp import Llama
+    with closing(Llama(model_path=gguf_file, n_ctx=max(map(len, ids)) + max_new_tokens + 8, n_threads=os.cpu_count(), logits_all=True, verbose=False)) as llm:
+        return [dict(prompt_tokens_match=llm.tokenize(p.encode("utf-8"), add_bos=bos, special=True) == x, agreement=round(_forced_agreement(llm, x, r), 4),
+                     free=_greedy_llama(llm, x, max_new_tokens, stops)) for p, x, r in zip(prompts, ids, references)]
+
+class LlamaCrash(RuntimeError):
+    "llama.cpp ended its process (a crash in its native code) while running a GGUF file; the file is kept."
+
+_CHILD = "import json, sys; from domaintune_course.gguf import _llama_rows; print(json.dumps(_llama_rows(**json.load(sys.stdin))))"
+
+def _run_llama(args: dict) -> list[dict]:
+    "`_llama_rows(**args)` in a child process, so that a crash in llama.cpp's native code is reported instead of ending this one."
+    r = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(args), capture_output=True, text=True)
+    if r.returncode == 0: return json.loads(r.stdout.strip().splitlines()[-1])
+    how = f"was killed by signal {-r.returncode}{' (segmentation fault)' if r.returncode == -11 else ''}" if r.returncode < 0 else f"exited with {r.returncode}"
+    raise LlamaCrash(f"llama.cpp could not run {args['gguf_file']}: its process {how}. The file is kept; try another --outtype, or a "
+                     f"llama-cpp-python built for this CPU (CMAKE_ARGS='-DGGML_NATIVE=OFF'). {r.stderr.strip()[-600:]}")
+
 # %% ../nbs/reference/gguf.ipynb #373c3ff9
 def gguf_parity(model_dir: Path | str, # the merged model folder
                 gguf_file: Path | str, # its GGUF export
@@ -149,9 +170,7 @@ def gguf_parity(model_dir: Path | str, # the merged model folder
                 max_new_tokens: int = 32, # tokens compared per prompt
                 references: list[list[int]] | None = None, # the merged model's continuations from an earlier call (saves regenerating them)
                ) -> dict:
-    "The GGUF file run by llama.cpp against the merged model run by transformers: identical greedy continuations, and token agreement."
-    from contextlib import closing
-    from llama_cpp import Llama
+    "The GGUF file run by llama.cpp (in a process of its own) against the merged model run by transformers: identical greedy continuations, and token agreement."
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from domaintune_course.batching import encode_prompt
     from domaintune_course.qlora import _stop_ids
@@ -161,12 +180,9 @@ def gguf_parity(model_dir: Path | str, # the merged model folder
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         references = [_greedy_transformers(model, tok, x, max_new_tokens, stops) for x in ids]
     bos = bool(ids[0][:1] == [tok.bos_token_id]) if tok.bos_token_id is not None else False
-    def row(llm, prompt, x, ref):
-        free = _greedy_llama(llm, x, max_new_tokens, stops)
-        return dict(prompt_tokens_match=llm.tokenize(prompt.encode("utf-8"), add_bos=bos, special=True) == x, agreement=round(_forced_agreement(llm, x, ref), 4),
-                    exact=free == ref, transformers=tok.decode(ref), llama_cpp=tok.decode(free))
-    with closing(Llama(model_path=str(gguf_file), n_ctx=max(map(len, ids)) + max_new_tokens + 8, n_threads=os.cpu_count(), logits_all=True, verbose=False)) as llm:
-        rows = [row(llm, p, x, r) for p, x, r in zip(prompts, ids, references)]
+    args = dict(gguf_file=str(gguf_file), prompts=prompts, ids=ids, references=references, stops=stops, max_new_tokens=max_new_tokens, bos=bos)
+    rows = [dict(prompt_tokens_match=r["prompt_tokens_match"], agreement=r["agreement"], exact=r["free"] == ref, transformers=tok.decode(ref),
+                 llama_cpp=tok.decode(r["free"])) for r, ref in zip(_run_llama(args), references)]
     agree = [r["agreement"] for r in rows]
     return dict(prompts=len(rows), exact=sum(r["exact"] for r in rows), prompt_tokens_match=all(r["prompt_tokens_match"] for r in rows),
                 agreement=round(sum(agree) / len(agree), 4), min_agreement=min(agree), rows=rows, references=references)
