@@ -96,6 +96,7 @@ def test_gpu_check_summary_says_no_gpu_figure_was_measured(gpu_dry):
     d = gpu_dry[0]
     text = script("run_all").gpu_md(d)
     assert "no GPU figure measured" in text and "phi-2" in text and "falcon-rw-1b" in text
+    assert f"Overall: **{d['status']}**" in text
 
 
 def test_gpu_check_without_a_gpu_says_how_to_check_the_script(tmp_path):

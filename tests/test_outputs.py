@@ -65,7 +65,7 @@ def test_cost_table_shows_the_run_that_made_the_outputs(nb):
     assert recorded == dict(seconds=run["seconds"], peak_rss_mb=run["peak_rss_mb"]), f"{nb.stem}: lesson_costs.json and lessons.json differ"
     d = json.loads(nb.read_text(encoding="utf-8"))
     cell = next(c for c in d["cells"] if c["cell_type"] == "code" and "".join(c["source"]).rstrip().endswith(f'lesson_costs("{nb.stem}")'))
-    shown = "".join(o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", []))
-    cpu = next((line for line in shown.splitlines() if line.startswith("cpu ")), "")
+    shown = "".join("".join(o.get("data", {}).get("text/html", "")) for o in cell.get("outputs", []))
+    cpu = shown.split("<th>cpu</th>", 1)[-1].split("</tr>", 1)[0] if "<th>cpu</th>" in shown else ""  # the cpu row of the table
     assert _shown_time(run["seconds"]) in cpu and f"{run['peak_rss_mb'] / 1024:.1f} GB" in cpu, \
         f"{nb.stem}: the cost table shows {cpu!r}, lessons.json {run['seconds']} s: make outputs LESSONS={nb.stem}"
