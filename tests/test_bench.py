@@ -199,7 +199,9 @@ def test_gguf_parity_quick(out):
     assert list(d["types"]) == ["f32", "q8_0"] and d["prompts"] == 2 and d["converter"].startswith("llama.cpp-")
     f32 = d["types"]["f32"]
     assert f32["exact"] == d["prompts"] and f32["agreement"] == 1.0 and f32["size_mb"] > d["types"]["q8_0"]["size_mb"]
-    assert all(t["prompt_tokens_match"] and t["meets_threshold"] for t in d["types"].values())
+    measured = {k: t for k, t in d["types"].items() if "crashed" not in t}  # a llama.cpp build may crash at q8_0 on some CPUs
+    assert "f32" in measured and all(t["prompt_tokens_match"] and t["meets_threshold"] for t in measured.values())
+    assert all("llama.cpp could not run" in t["crashed"] and not t["meets_threshold"] for k, t in d["types"].items() if k not in measured)
 
 
 def test_make_outputs_runs_the_lessons_in_a_kernel():
