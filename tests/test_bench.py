@@ -6,15 +6,7 @@ import importlib.util, json, math, subprocess, sys
 from pathlib import Path
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADER = ("date", "machine", "versions", "command")
-
-
-def script(name: str):
-    "Import bench/<name>.py as a module."
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
+from benchscripts import HEADER, ROOT, script
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,12 @@
 """bench/gpu_check.py on this CPU: its dry run (tiny configs of phi-2 and falcon-rw-1b through the course's QLoRA path),
 the plan and time budget of a real run, what a cut by the budget is called, where the work folder goes, the library
 versions against pyproject.toml, and the bundle that travels to a GPU machine. Nothing here needs a GPU or the network."""
-import contextlib, importlib.util, io, json, math, shlex, shutil, signal, subprocess, sys, tempfile, time
+import contextlib, io, json, math, shlex, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADER = ("date", "machine", "versions", "command")
+from benchscripts import HEADER, ROOT, script
 GPU_STEPS = {"build", "config", "load", "train", "save_adapter", "reload", "generate", "merge"}
-
-
-def script(name: str):
-    "Import bench/<name>.py as a module."
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
 
 
 # ---------------------------------------------------------------- the dry run
@@ -338,7 +330,8 @@ def test_gpu_check_bundle_over_60_mib_is_refused(tmp_path, capsys):
 
 
 def test_make_gpu_check_bundle_downloads_aside_then_seals():
-    r = subprocess.run(["make", "-n", "gpu-check-bundle"], cwd=ROOT, capture_output=True, text=True)
+    "The bundle downloads into a folder aside and is sealed (size checked) before it replaces the old one; also run from `make test`."
+    r = subprocess.run(["make", "--no-print-directory", "-n", "gpu-check-bundle"], cwd=ROOT, capture_output=True, text=True)
     lines = [line.strip() for line in r.stdout.splitlines() if line.strip()]
     assert r.returncode == 0 and lines[0] == "rm -rf bench/gpu_bundle.partial" and "-d bench/gpu_bundle.partial bitsandbytes==" in r.stdout
     assert lines[-1].endswith("bench/gpu_check.py --seal-bundle bench/gpu_bundle.partial bench/gpu_bundle")
