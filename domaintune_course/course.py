@@ -6,13 +6,14 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/course.htm
 
 # %% auto #0
 __all__ = ['PACKAGE', 'COSTS_FILE', 'PROFILES', 'GPU_PEAKS', 'TASK_DATA', 'LESSON_WORK', 'NOT_COUNTED', 'WEIGHT_BYTES',
-           'PASS_OVERHEAD_S', 'STARTUP_S', 'LOAD_S', 'DOWNLOAD_BPS', 'CACHE_BPS', 'CUDA_OVERHEAD_GB', 'META_KEY',
-           'SOLUTION', 'record_costs', 'GPU', 'TaskData', 'Work', 'estimate_cost', 'lesson_costs', 'code_hash',
-           'outputs_hash', 'module_hashes', 'stale', 'hide_solutions', 'execute_lesson', 'refresh_cost_table']
+           'PASS_OVERHEAD_S', 'STARTUP_S', 'LOAD_S', 'DOWNLOAD_BPS', 'CACHE_BPS', 'CUDA_OVERHEAD_GB', 'LESSON_RUNS',
+           'USED_RUNS', 'META_KEY', 'SOLUTION', 'record_costs', 'GPU', 'TaskData', 'Work', 'estimate_cost',
+           'lesson_costs', 'lesson_runs_dir', 'run_key', 'lesson_run', 'code_hash', 'outputs_hash', 'module_hashes',
+           'stale', 'hide_solutions', 'execute_lesson', 'refresh_cost_table']
 
 # %% ../nbs/reference/course.ipynb #67c45beb
-import datetime, hashlib, json, math, sys, tempfile
-from dataclasses import dataclass
+import datetime, hashlib, json, math, os, shutil, sys, tempfile, time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 import domaintune_course
 from .config import InputError, make_config
@@ -32,7 +33,8 @@ def record_costs(result: dict, # a `bench/lessons.py` result (its `lessons.json`
     "Keep the lessons that ran well in `result` as the measured costs of its profile; the updated record."
     path = Path(path)
     record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    rows = {k: dict(seconds=r["seconds"], peak_rss_mb=r["peak_rss_mb"]) for k, r in result["notebooks"].items() if r["ok"]}
+    rows = {k: {f: r[f] for f in ("seconds", "peak_rss_mb", "alone_seconds", "alone_peak_rss_mb", "reused") if f in r}
+            for k, r in result["notebooks"].items() if r["ok"]}
     old = record.get(result["profile"], {}).get("lessons", {})
     record[result["profile"]] = dict(date=result["date"][:10], machine=_where(result["machine"]), command=result["command"],
                                      lessons={**old, **rows})
@@ -106,8 +108,8 @@ LESSON_WORK = {  # every lesson in nbs/, in course order (tests/test_colab.py ch
     "05_dialogsum": (Work("summarize", train=1, answers=6, loads=5),),  # evaluate (2 systems), compare_prompts (4)
     "05b_hallucination": (Work("summarize", train=1, answers=4, loads=2), Work("qa", train=1, answers=6, scored=6, loads=3)),
     "06_jobs": (Work("classify", train=1, loads=3),  # a job cancelled and resumed, then served
-                Work("qa", train=2, answers=8, scored=8, examples=20, loads=6)),  # two releases, 4 evaluations of 20
-    "06b_serve": (Work("qa", steps=10, answers=1, examples=26, one_by_one=True, loads=4),),  # --max-steps 10, 26 requests
+                Work("qa", train=2, answers=8, scored=8, examples=12, loads=6)),  # two releases, 4 evaluations of 12
+    "06b_serve": (Work("qa", steps=4, answers=1, examples=26, one_by_one=True, loads=4),),  # --max-steps 4, 26 requests
     "06c_export": (Work("qa", steps=10, answers=2, examples=1, loads=4),),  # --max-steps 10, merged and checked
 }
 NOT_COUNTED = {"06c_export": "GGUF export on the CPU"}  # a lesson's sizeable work the estimate leaves out
@@ -237,6 +239,16 @@ def _estimated_row(lesson: str, profile: str, record: dict, settings_path) -> di
     time = f"~{max(1, round(e['seconds'] / 60))} min" + (f" + {e['not_counted']}" if e.get("not_counted") else "")
     return _row(time, "not estimated" if e["peak_gb"] is None else f"~{e['peak_gb']:.1f} GB GPU", e["basis"], e["machine"])
 
+def _measured_row(row: dict, run: dict) -> dict:
+    "A cost-table row from a measurement; a lesson that reused earlier lessons' runs shows what it costs alone beside it."
+    time, memory, basis = _minutes(row["seconds"]), f"{row['peak_rss_mb'] / 1024:.1f} GB RAM", f"measured {run['date']}"
+    if row.get("reused"):
+        lessons = ", ".join(sorted({r[:2] for r in row["reused"].values()}))
+        time += f" (alone: {_minutes(row['alone_seconds'])})" if "alone_seconds" in row else ""
+        memory += f" (alone: {row['alone_peak_rss_mb'] / 1024:.1f} GB)" if "alone_peak_rss_mb" in row else ""
+        basis += f", after {'lesson' if len(lessons) < 3 else 'lessons'} {lessons}"
+    return _row(time, memory, basis, run["machine"])
+
 def lesson_costs(lesson: str, # the lesson's name, e.g. "02_qlora"
                  path: Path | str = COSTS_FILE, # the costs file
                  settings_path: Path | str | None = None, # a settings.ini with the lesson budgets the estimates use
@@ -247,11 +259,63 @@ def lesson_costs(lesson: str, # the lesson's name, e.g. "02_qlora"
     rows = {}
     for profile in PROFILES:
         run = record.get(profile, {}); row = run.get("lessons", {}).get(lesson)
-        if row: rows[profile] = _row(_minutes(row["seconds"]), f"{row['peak_rss_mb'] / 1024:.1f} GB RAM", f"measured {run['date']}", run["machine"])
+        if row: rows[profile] = _measured_row(row, run)
         elif profile in GPU_PEAKS: rows[profile] = _estimated_row(lesson, profile, record, settings_path)
         else: rows[profile] = _row("not measured yet", "not measured yet", "not measured yet",
                                    f"measure: python bench/lessons.py --profile {profile} --only {lesson}")
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("profile")
+
+# %% ../nbs/reference/course.ipynb #4ded6c3b
+LESSON_RUNS = "DOMAINTUNE_LESSON_RUNS"  # the environment variable that says where the lessons keep the runs they share
+USED_RUNS: dict = {}  # the shared runs this process reused: run name -> the lesson that trained it (kept in the fingerprint)
+
+def lesson_runs_dir() -> Path:
+    "Where lessons keep finished runs for later lessons: `DOMAINTUNE_LESSON_RUNS`, else `lesson-runs` in the course cache."
+    from domaintune_course.config import cache_dir
+    return Path(os.environ.get(LESSON_RUNS) or cache_dir() / "lesson-runs").expanduser()
+
+def _versions() -> dict:
+    "The versions of the libraries a run's numbers depend on."
+    from importlib.metadata import PackageNotFoundError, version
+    def v(p):
+        try: return version(p)
+        except PackageNotFoundError: return None
+    return {p: v(p) for p in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes")}
+
+def run_key(cfg, # the run's `TrainConfig`
+            train, # the function that trains it
+           ) -> str:
+    "A hash of what a run is made from: configuration, training function, data, package code, library versions."
+    from domaintune_course.data import bundled_path
+    data = Path(cfg.data).expanduser() if cfg.data else bundled_path(cfg.task)
+    sha = lambda b: hashlib.sha256(b).hexdigest()[:16]
+    code = "".join(p.relative_to(PACKAGE).as_posix() + sha(p.read_bytes()) for p in sorted(PACKAGE.rglob("*.py")))
+    what = dict(config=asdict(cfg), train=f"{train.__module__}.{train.__qualname__}", versions=_versions(), code=sha(code.encode()),
+                data=sha(data.read_bytes()) if data.is_file() else str(cfg.data))
+    return sha(json.dumps(what, sort_keys=True, default=str).encode())
+
+# %% ../nbs/reference/course.ipynb #3942d504
+def lesson_run(cfg, # the lesson's configuration, e.g. `make_config("qa", lesson=True)`
+               train, # trains it: `train(cfg, run_dir)` returns the training metrics (e.g. `tasks.qa.train`)
+               lesson: str, # the lesson asking, e.g. "03_domain_qa": a later lesson that reuses the run names it
+              ) -> tuple[Path, dict]:
+    "A finished run of `cfg`, kept for later lessons: the one an earlier lesson trained from the same things, or a new one."
+    key = run_key(cfg, train)
+    run_dir = lesson_runs_dir() / f"{cfg.task}-{key}"; done = run_dir / "lesson_run.json"
+    if done.is_file():
+        info = json.loads(done.read_text(encoding="utf-8"))
+        USED_RUNS[f"{cfg.task}-{key}"] = info["lesson"]
+        print(f"Reusing the {cfg.task} run that lesson {info['lesson'][:2]} trained from the same configuration, data and code "
+              f"(run {cfg.task}-{key}): {_minutes(info['seconds'])} of training saved.")
+        return run_dir, info["metrics"]
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run cut off before it finished: train it again
+    start = time.perf_counter()
+    metrics = json.loads(json.dumps(train(cfg, run_dir), default=str))  # as a reused run returns them
+    info = dict(key=key, task=cfg.task, lesson=lesson, seconds=round(time.perf_counter() - start, 1), metrics=metrics,
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    done.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    print(f"Trained run {cfg.task}-{key} in {_minutes(info['seconds'])}; kept for later lessons that need the same run.")
+    return run_dir, metrics
 
 # %% ../nbs/reference/course.ipynb #71ea3023
 META_KEY = "domaintune"  # the notebook metadata key the fingerprint lives under (kept by nbdev-clean: pyproject.toml)
@@ -287,8 +351,9 @@ def stale(path: Path | str, # a notebook
     return why
 
 # %% ../nbs/reference/course.ipynb #9e1017f4
-_PROBE = ("import sys as _s, json as _j; print(_j.dumps(sorted(m.__file__ for n, m in list(_s.modules.items()) "
-          "if n.split('.')[0] == 'domaintune_course' and getattr(m, '__file__', None))))")
+_PROBE = ("import sys as _s, json as _j; _c = _s.modules.get('domaintune_course.course'); "
+          "print(_j.dumps(dict(files=sorted(m.__file__ for n, m in list(_s.modules.items()) "
+          "if n.split('.')[0] == 'domaintune_course' and getattr(m, '__file__', None)), runs=getattr(_c, 'USED_RUNS', {}))))")
 
 def _last_state(line: str) -> str:
     "What a terminal shows of a line a progress bar rewrote with carriage returns."
@@ -322,7 +387,7 @@ def execute_lesson(path: Path | str, # the notebook to run and rewrite with its 
                    profile: str = "cpu", # the hardware profile recorded (the caller sets DOMAINTUNE_PROFILE)
                    timeout: int | None = None, # seconds one cell may run (None: no limit)
                   ) -> dict:
-    "Run `path` top to bottom in a Jupyter kernel; write it back with its outputs and their fingerprint."
+    "Run `path` top to bottom in a Jupyter kernel; write it back with its outputs and their fingerprint (runs reused included)."
     import nbformat
     from nbclient import NotebookClient
     from nbdev.clean import nbdev_clean
@@ -331,19 +396,20 @@ def execute_lesson(path: Path | str, # the notebook to run and rewrite with its 
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE))
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     probe = nb.cells.pop()
-    files = json.loads("".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream"))
+    used = json.loads("".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream"))
     for c in nb.cells:
         if c.cell_type == "code": c.outputs = _tidy(c.outputs)
     hide_solutions(nb); nbformat.write(nb, path); nbdev_clean(fname=str(path))
-    return _fingerprint(path, profile, [Path(f).resolve().relative_to(PACKAGE.parent).as_posix() for f in files])
+    return _fingerprint(path, profile, [Path(f).resolve().relative_to(PACKAGE.parent).as_posix() for f in used["files"]], used["runs"])
 
 # %% ../nbs/reference/course.ipynb #be9921ff
-def _fingerprint(path: Path, profile: str, modules: list[str]) -> dict:
+def _fingerprint(path: Path, profile: str, modules: list[str], runs: dict | None = None) -> dict:
     "Record in `path`'s metadata what its outputs were made from, and check nbdev-clean keeps it."
     from nbdev.clean import nbdev_clean
     nb = json.loads(path.read_text(encoding="utf-8"))
     fp = dict(profile=profile, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               code=code_hash(nb), outputs=outputs_hash(nb), modules=module_hashes(modules))
+    if runs: fp["runs"] = runs  # shared runs reused: key -> the lesson that trained it
     nb["metadata"][META_KEY] = fp
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"); nbdev_clean(fname=str(path))
     if stale(path): raise RuntimeError(f"{path}: the fingerprint did not survive nbdev-clean: {stale(path)}")
@@ -364,5 +430,5 @@ def refresh_cost_table(path: Path | str, # a lesson whose outputs `execute_lesso
     cell["outputs"] = [dict(output_type="execute_result", execution_count=None, metadata={},
                             data={"text/html": table._repr_html_(), "text/plain": repr(table)})]
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"); nbdev_clean(fname=str(path))
-    _fingerprint(path, fp["profile"], list(fp["modules"]))
+    _fingerprint(path, fp["profile"], list(fp["modules"]), fp.get("runs"))
     return True

@@ -8,10 +8,10 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/training.h
 __all__ = ['EQUIVALENT_LINEARS', 'compute_dtype', 'substitutions', 'describe_substitutions', 'training_arguments', 'one_device',
            'newest_checkpoint', 'last_checkpoint', 'dir_size_mb', 'peak_memory', 'transformer_blocks',
            'freeze_lower_blocks', 'plain_linear_layers', 'keep_trainable_layout', 'end_marker_ids', 'EndsWith',
-           'Generations', 'length_batches']
+           'Generations', 'length_batches', 'kept']
 
 # %% ../nbs/reference/training.ipynb #57d28f99
-import importlib, json, threading, time
+import hashlib, importlib, json, threading, time
 from contextlib import contextmanager
 from pathlib import Path
 from .config import InputError, TrainConfig, cuda_usable
@@ -271,3 +271,32 @@ def _bar(total: int, progress: bool | str):
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="ex", desc=progress if isinstance(progress, str) else "generating", disable=progress is False,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
+
+# %% ../nbs/reference/training.ipynb #c63f0978
+def _freeze(x):
+    "`x` as JSON: `Generations` keep their texts, seconds and new tokens."
+    if isinstance(x, Generations): return {"__generations__": list(x), "seconds": x.seconds, "new_tokens": x.new_tokens}
+    if isinstance(x, dict): return {k: _freeze(v) for k, v in x.items()}
+    return [_freeze(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+def _thaw(x):
+    "What `_freeze` froze."
+    if isinstance(x, dict) and "__generations__" in x:
+        g = Generations(x["__generations__"]); g.seconds, g.new_tokens = x["seconds"], x["new_tokens"]; return g
+    if isinstance(x, dict): return {k: _thaw(v) for k, v in x.items()}
+    return [_thaw(v) for v in x] if isinstance(x, list) else x
+
+def kept(run_dir: Path | str, # the run whose model computes the result
+         key: dict, # everything else the result depends on (prompts, decoding settings, which model)
+         compute, # makes the result (JSON-able, `Generations` allowed) when none is kept
+        ):
+    "`compute()`, or the result kept in `run_dir/kept/` from an earlier call with the same key and the same saved model."
+    model = Path(run_dir) / "model"
+    weights = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(model.iterdir()) if f.is_file()] if model.is_dir() else None
+    name = hashlib.sha256(json.dumps(dict(key, weights=weights), sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = Path(run_dir) / "kept" / f"{name}.json"
+    if path.is_file(): return _thaw(json.loads(path.read_text(encoding="utf-8")))
+    out = compute()
+    path.parent.mkdir(exist_ok=True); tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(_freeze(out)), encoding="utf-8"); tmp.replace(path)
+    return out

@@ -1,5 +1,6 @@
 """Shared pytest set-up: every test runs offline, with the smoke profile and its own runs directory."""
 import os
+import tempfile
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -7,6 +8,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DOMAINTUNE_PROFILE", "smoke")
+# The runs lessons share (course.lesson_run) live for this test session only, never in the user's course cache.
+os.environ.setdefault("DOMAINTUNE_LESSON_RUNS", tempfile.mkdtemp(prefix="domaintune-lesson-runs-"))
 
 
 @pytest.fixture(autouse=True)

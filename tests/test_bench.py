@@ -157,6 +157,30 @@ def test_lessons_quick_and_summary(out):
     assert "00c_compat" in text and "--quick" in text and "AMD" in text or "cores" in text
 
 
+def _notebook(path: Path, lesson: str) -> Path:
+    "A two-cell notebook that asks `course.lesson_run` for the same stand-in run as `lesson`."
+    code = ("from pathlib import Path\nfrom domaintune_course.config import TrainConfig\nfrom domaintune_course.course import lesson_run\n"
+            "def stand_in(cfg, run_dir):\n    Path(run_dir).mkdir(parents=True); return dict(global_step=cfg.max_steps)\n"
+            f"run_dir, metrics = lesson_run(TrainConfig.tiny('qa'), stand_in, {lesson!r})\nassert metrics == dict(global_step=TrainConfig.tiny('qa').max_steps)")
+    cells = [dict(cell_type="code", id="c0", metadata={}, execution_count=None, outputs=[], source=code)]
+    path.write_text(json.dumps(dict(cells=cells, metadata=dict(kernelspec=dict(name="python3", display_name="python3", language="python")),
+                                    nbformat=4, nbformat_minor=5)), encoding="utf-8")
+    return path
+
+
+def test_a_lesson_that_reuses_a_run_is_also_measured_alone(tmp_path):
+    "The second notebook reuses the first one's run (the row says whose); measured alone, with nothing kept, it trains its own."
+    lessons, shared = script("lessons"), tmp_path / "shared"
+    first, second = _notebook(tmp_path / "A.ipynb", "A"), _notebook(tmp_path / "B.ipynb", "B")
+    a = lessons.run_notebook(first, "smoke", [], 300, lesson_runs=shared)
+    b = lessons.run_notebook(second, "smoke", [], 300, lesson_runs=shared)
+    assert a["ok"] and b["ok"] and "reused" not in a and list(b["reused"].values()) == ["A"], (a, b)
+    solo = lessons.alone(second, b, "smoke", [], 300)
+    assert solo["ok"] and solo["alone_seconds"] > 0 and solo["alone_peak_rss_mb"] > 50 and solo["reused"] == b["reused"]
+    assert lessons.alone(first, a, "smoke", [], 300)["alone_seconds"] == a["seconds"]  # reused nothing: the same run counts
+    assert len(list(shared.iterdir())) == 1  # one run kept, for both
+
+
 def test_summary_of_an_empty_directory(tmp_path):
     run_all = script("run_all")
     assert run_all.main(["--summary-only", "--out", str(tmp_path)]) == 0

@@ -62,10 +62,15 @@ def test_cost_table_shows_the_run_that_made_the_outputs(nb):
     from domaintune_course.course import COSTS_FILE
     run = json.loads((nb.parents[1] / "bench" / "results" / "lessons.json").read_text(encoding="utf-8"))["notebooks"][nb.stem]
     recorded = json.loads(COSTS_FILE.read_text(encoding="utf-8"))["cpu"]["lessons"][nb.stem]
-    assert recorded == dict(seconds=run["seconds"], peak_rss_mb=run["peak_rss_mb"]), f"{nb.stem}: lesson_costs.json and lessons.json differ"
+    kept = ("seconds", "peak_rss_mb", "alone_seconds", "alone_peak_rss_mb", "reused")
+    assert recorded == {k: run[k] for k in kept if k in run}, f"{nb.stem}: lesson_costs.json and lessons.json differ"
     d = json.loads(nb.read_text(encoding="utf-8"))
     cell = next(c for c in d["cells"] if c["cell_type"] == "code" and "".join(c["source"]).rstrip().endswith(f'lesson_costs("{nb.stem}")'))
     shown = "".join("".join(o.get("data", {}).get("text/html", "")) for o in cell.get("outputs", []))
     cpu = shown.split("<th>cpu</th>", 1)[-1].split("</tr>", 1)[0] if "<th>cpu</th>" in shown else ""  # the cpu row of the table
     assert _shown_time(run["seconds"]) in cpu and f"{run['peak_rss_mb'] / 1024:.1f} GB" in cpu, \
         f"{nb.stem}: the cost table shows {cpu!r}, lessons.json {run['seconds']} s: make outputs LESSONS={nb.stem}"
+    if run.get("reused"):  # a lesson that reused earlier lessons' runs also shows what it costs alone
+        assert f"(alone: {_shown_time(run['alone_seconds'])})" in cpu and f"(alone: {run['alone_peak_rss_mb'] / 1024:.1f} GB)" in cpu, cpu
+    assert set(d["metadata"]["domaintune"].get("runs", {})) == set(run.get("reused", {})), \
+        f"{nb.stem}: its outputs and lessons.json disagree on the runs it reused: make outputs LESSONS={nb.stem}"

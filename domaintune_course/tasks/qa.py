@@ -18,6 +18,7 @@ from ..config import InputError, TrainConfig, rehearsal_cap
 from ..data import SPLITS, build_example, build_prompt, clean_records, load_task_data, prepare_data, split_records
 from ..models import resolve_model
 from .. import metrics, qlora
+from ..training import kept
 
 # %% ../../nbs/03_domain_qa.ipynb #60e7c8a2
 def _read_jsonl(path: Path) -> list[dict]:
@@ -130,9 +131,14 @@ def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, t
     return fig
 
 # %% ../../nbs/03_domain_qa.ipynb #29c8b83a
-def _scores(model, tokenizer, cfg: TrainConfig, records, name: str, extra_length: int = 0, **kw) -> dict:
-    "`score_answers` of one system with the run's budget; `name` labels its progress bar."
-    return score_answers(model, tokenizer, records, cfg.max_length + extra_length, cfg.eval_batch_size, _answer_budget(cfg), progress=name, **kw)
+def _scores(model, tokenizer, cfg: TrainConfig, records, name: str, extra_length: int = 0, run_dir=None, which: str = "",
+            instructions: list[str] | None = None, **sampling) -> dict:
+    "`score_answers` of one system with the run's budget, kept in `run_dir` for `which` model (`training.kept`); `name` labels its bar."
+    length, budget = cfg.max_length + extra_length, _answer_budget(cfg)
+    go = lambda: score_answers(model, tokenizer, records, length, cfg.eval_batch_size, budget, instructions, name, **sampling)
+    if run_dir is None: return go()
+    return kept(run_dir, dict(what="qa.score_answers", which=which, records=[(r["prompt"], r["completion"]) for r in records], length=length,
+                              batch_size=cfg.eval_batch_size, budget=budget, instructions=instructions, sampling=sampling), go)
 
 def _eval_records(run_dir: Path, data, limit: int | None, cfg: TrainConfig) -> list[dict]:
     "The records to score: a user's file, or the run's test split; the first `limit` of them."
@@ -150,7 +156,7 @@ def evaluate(run_dir: Path | str, # a finished qa run
     run_dir = Path(run_dir); cfg = qlora.finetune_config(run_dir)
     recs = _eval_records(run_dir, data, limit, cfg)
     tok, models = qlora.base_then_finetuned(run_dir)
-    base, tuned = (_scores(model, tok, cfg, recs, name) for name, model in models)
+    base, tuned = (_scores(model, tok, cfg, recs, name, run_dir=run_dir, which=name) for name, model in models)
     table = dict(base=_summary(base, cfg.seed), finetuned=_summary(tuned, cfg.seed))
     out = table | dict(n=len(recs), data=str(data or "test split"), f1_gain=metrics.paired_bootstrap(base["f1"], tuned["f1"], seed=cfg.seed),
                        fine_tuned_ahead_on_perplexity=tuned["perplexity"] < base["perplexity"],
@@ -252,7 +258,7 @@ def compare(run_dir: Path | str, # a finished qa run
         for s in [s for s in systems if SYSTEMS[s][0] == which]:
             _, prompt, sampling = SYSTEMS[s]
             extra = max(len(tok(i).input_ids) for i in notes[prompt]) if notes[prompt] else 0  # room for the notes
-            raw[s] = _scores(model, tok, cfg, records, s, extra_length=extra, instructions=notes[prompt], **(sampling or {}))
+            raw[s] = _scores(model, tok, cfg, records, s, extra, run_dir, which, notes[prompt], **(sampling or {}))
         if "finetuned" not in needed: break  # no need to load the adapter
     return {s: _summary(raw[s], cfg.seed) for s in systems}, raw
 

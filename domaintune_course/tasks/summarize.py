@@ -21,6 +21,7 @@ from ..data import SPLITS, build_example, build_prompt, load_task_data, prepare_
 from ..metrics import ROUGE_TYPES, bootstrap_ci, fit_verdict, paired_bootstrap, plot_loss_curves, rouge_scores
 from ..models import load_permissions, load_tokenizer
 from ..sources import DIALOGSUM, HUB_NAMES, _prepare_hub, _read_jsonl, _write_json, load_dialogues, use_hub, write_csv
+from ..training import kept
 
 # %% ../../nbs/05_dialogsum.ipynb #5de5752c
 _all_ = ["DIALOGSUM", "HUB_NAMES", "use_hub", "load_dialogues", "write_csv"]  # from reference/sources, still names of this module
@@ -205,12 +206,19 @@ def base_and_finetuned(run_dir: Path, # a trained run directory
                        gen: dict, # `generation_settings(...)`
                       ) -> tuple[list[str], list[str]]:
     "(base summaries, fine-tuned summaries) of the same dialogues, decoded greedily with the same settings."
-    from domaintune_course.qlora import base_then_finetuned, finetune_config, generate as lm_generate
+    from domaintune_course.qlora import base_then_finetuned
     tok, models = base_then_finetuned(run_dir)
-    prompts, batch_size = [summary_prompt(r, tok, gen["style"]) for r in records], finetune_config(run_dir).eval_batch_size
-    out = {name: lm_generate(model, tok, prompts, max_new_tokens=gen["max_new_tokens"], batch_size=batch_size, seed=gen["seed"],
-                             progress=f"summaries ({name})") for name, model in models}
+    prompts = [summary_prompt(r, tok, gen["style"]) for r in records]
+    out = {name: _summaries(run_dir, name, model, tok, prompts, gen, name) for name, model in models}
     return out["base"], out["finetuned"]
+
+def _summaries(run_dir: Path, which: str, model, tok, prompts: list[str], gen: dict, label: str, **sampling):
+    "One system's summaries (`qlora.generate` with the run's settings), kept in the run for `which` model (`training.kept`)."
+    from domaintune_course.qlora import finetune_config, generate as lm_generate
+    batch = finetune_config(run_dir).eval_batch_size
+    key = dict(what="summaries", which=which, prompts=prompts, max_new_tokens=gen["max_new_tokens"], batch_size=batch, seed=gen["seed"], sampling=sampling)
+    return kept(run_dir, key, lambda: lm_generate(model, tok, prompts, max_new_tokens=gen["max_new_tokens"], batch_size=batch, seed=gen["seed"],
+                                                  progress=f"summaries ({label})", **sampling))
 
 # %% ../../nbs/05_dialogsum.ipynb #25cae769
 def _run_config(run_dir: Path) -> TrainConfig:
@@ -290,9 +298,9 @@ def compare_prompts(run_dir: Path, # a trained run directory
                    ) -> tuple[dict, dict]:
     "`summary_table` of each system on the same dialogues, with one load of the base and the fine-tuned model; and the summaries."
     import random
-    from domaintune_course.qlora import base_then_finetuned, finetune_config, generate as lm_generate
+    from domaintune_course.qlora import base_then_finetuned
     if unknown := [s for s in systems if s not in SYSTEMS]: raise InputError(f"Unknown systems {unknown}: choose from {', '.join(SYSTEMS)}.")
-    gen, batch = _generation(run_dir), finetune_config(run_dir).eval_batch_size
+    gen = _generation(run_dir)
     train = _read_jsonl(Path(run_dir) / "data" / "train.jsonl")
     notes = {"plain": None, "better instruction": BETTER_INSTRUCTION,
              "few-shot": few_shot_instruction(random.Random(gen["seed"]).sample(train, min(shots, len(train))))}
@@ -301,8 +309,7 @@ def compare_prompts(run_dir: Path, # a trained run directory
         for s in [s for s in systems if SYSTEMS[s][0] == which]:
             prompts = [build_prompt("summarize", r, tok, gen["style"], instruction=notes[SYSTEMS[s][1]]) for r in records]
             tokens[s] = sum(len(tok(p).input_ids) for p in prompts) / len(prompts)
-            out[s] = lm_generate(model, tok, prompts, max_new_tokens=gen["max_new_tokens"], batch_size=batch, seed=gen["seed"],
-                                 progress=f"summaries ({s})", **(SYSTEMS[s][2] or {}))
+            out[s] = _summaries(run_dir, which, model, tok, prompts, gen, s, **(SYSTEMS[s][2] or {}))
         if all(SYSTEMS[s][0] == "base" for s in systems): break  # no need to load the adapter
     return summary_table(records, out, tokens, gen["seed"]), {s: out[s] for s in systems}
 
