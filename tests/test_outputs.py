@@ -74,3 +74,10 @@ def test_cost_table_shows_the_run_that_made_the_outputs(nb):
         assert f"(alone: {_shown_time(run['alone_seconds'])})" in cpu and f"(alone: {run['alone_peak_rss_mb'] / 1024:.1f} GB)" in cpu, cpu
     assert set(d["metadata"]["domaintune"].get("runs", {})) == set(run.get("reused", {})), \
         f"{nb.stem}: its outputs and lessons.json disagree on the runs it reused: make outputs LESSONS={nb.stem}"
+
+
+def test_lesson_05b_reuses_the_runs_of_lessons_03_and_05():
+    "Run after them (as make outputs runs the course), lesson 05b trains nothing: it reuses the Q&A and summarization runs."
+    nb = next(p for p in LESSONS if p.stem == "05b_hallucination")
+    runs = json.loads(nb.read_text(encoding="utf-8"))["metadata"]["domaintune"].get("runs", {})
+    assert sorted(runs.values()) == ["03_domain_qa", "05_dialogsum"], f"05b reused {runs}: make outputs LESSONS='03_domain_qa 05_dialogsum 05b_hallucination'"

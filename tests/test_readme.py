@@ -149,3 +149,12 @@ def test_the_flag_check_catches_what_the_cli_lacks():
     assert undocumented_parts(["domaintune", "fine-tune", "--task", "qa"]) == ["subcommand 'fine-tune'"]
     assert undocumented_parts(["domaintune", "--runs-dir", "r", "runs", "list", "--json"]) == []
     assert shell_commands("text\n```bash\n$ domaintune env   # hi\nmake demo\n```\n") == [["domaintune", "env"]]
+
+
+def test_readme_quotes_the_measured_course_time():
+    "The README's lesson-cost paragraph quotes bench/results/lessons.json: its date, its total and whether the target was met."
+    run = json.loads((ROOT / "bench" / "results" / "lessons.json").read_text(encoding="utf-8"))
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    para = next(p for p in text.split("\n\n") if p.startswith("Lesson cost (`make outputs`"))
+    assert run["date"][:10] in para and f"**{run['total_minutes']} minutes**" in para, para[:400]
+    assert ("met" if run["meets_target"] else "**missed**") in para.split("target under 30 minutes: ", 1)[1][:12]
