@@ -36,8 +36,9 @@ def record_costs(result: dict, # a `bench/lessons.py` result (its `lessons.json`
     rows = {k: {f: r[f] for f in ("seconds", "peak_rss_mb", "alone_seconds", "alone_peak_rss_mb", "reused") if f in r}
             for k, r in result["notebooks"].items() if r["ok"]}
     old = record.get(result["profile"], {}).get("lessons", {})
+    kept = {k: old[k] for k in result["notebooks"] if k in old and k not in rows}  # a lesson that failed keeps its last figures
     record[result["profile"]] = dict(date=result["date"][:10], machine=_where(result["machine"]), command=result["command"],
-                                     lessons={**old, **rows})
+                                     lessons={**kept, **rows})  # a lesson the result does not name (renamed, removed) is dropped
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record
 

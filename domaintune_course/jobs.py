@@ -308,7 +308,8 @@ def launch_command(script: Path | str, # a Python script that calls the training
     "The `accelerate launch` command line that starts `num_processes` copies of `script` (or as `config_file` says)."
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     cmd += ["--config_file", str(config_file)] if config_file else ["--multi_gpu", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+            "--num_machines", "1", "--main_process_port", "0",  # 0: a free port, so two launches at once never collide
+            "--mixed_precision", "no", "--dynamo_backend", "no"]
     return cmd + [str(script), *map(str, args)]
 
 def accelerate_config(name: str) -> Path:
