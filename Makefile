@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 # Where pip should look for a CPU-only torch build when the pinned one is not on the index.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: setup demo test test-latest gguf lab outputs bench gpu-check-bundle export clean-nbs sync-settings readme wheel clean
+.PHONY: setup demo test test-quick test-latest gguf lab outputs bench gpu-check-bundle export clean-nbs sync-settings readme wheel clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,11 @@ demo: $(STAMP)
 	$(VENV)/bin/domaintune demo
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q tests --durations=25
+
+# The inner loop: every test but those marked slow (notebook runs, rehearsals, whole training commands).
+test-quick: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow" tests --durations=10
 
 # The lesson notebooks against the newest releases of the libraries whose renames break lessons, in a second environment
 # built like .venv; torch stays the build setup installed there (pinned, so pip never swaps in CUDA wheels). The result

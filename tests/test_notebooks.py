@@ -9,6 +9,7 @@ RUNNER = "import sys, nbdev.test as t; ok, secs = t.test_nb(sys.argv[1], skip_fl
 MAX_NOTEBOOK_BYTES = 1_500_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in NOTEBOOKS])
 def test_notebook_runs(nb, tmp_path):
     "The notebook executes without error under the smoke profile."

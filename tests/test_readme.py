@@ -126,6 +126,7 @@ def run_documented(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(EXE), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
 def test_documented_commands_run_as_written(doc, tmp_path):
     "The shell commands of the README (and of a lesson's command-line section) run in order on a user's data files and succeed."
@@ -158,3 +159,10 @@ def test_readme_quotes_the_measured_course_time():
     para = next(p for p in text.split("\n\n") if p.startswith("Lesson cost (`make outputs`"))
     assert run["date"][:10] in para and f"**{run['total_minutes']} minutes**" in para, para[:400]
     assert ("met" if run["meets_target"] else "**missed**") in para.split("target under 30 minutes: ", 1)[1][:12]
+
+
+def test_readme_is_a_newcomers_page():
+    "The README stays a landing page: at most 14 KB, its figures' history and caveats in bench/README.md, which it links."
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) <= 14 * 1024, f"README.md is {len(text.encode('utf-8'))} bytes: move detail to bench/README.md"
+    assert "(bench/README.md)" in text and "## Results, measured" in text

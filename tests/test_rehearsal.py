@@ -14,6 +14,7 @@ from domaintune_course.config import make_config
 from domaintune_course.models import REGISTRY
 from domaintune_course.testing import MockHub, hub_env, tiny_hub
 
+pytestmark = pytest.mark.slow  # every case runs whole commands or lessons
 ROOT = Path(__file__).resolve().parents[1]
 GPU_PROFILES = ("t4", "p100", "l4", "a100")
 LESSON_PROFILES = ("t4", "a100")
