@@ -1,12 +1,13 @@
 """Bad input, tried systematically: every malformed file or flag exits 2 with a message that names the problem and the fix,
 prints no traceback, and leaves every file that existed before exactly as it was."""
-import contextlib, hashlib, io, json, subprocess, sys
+import hashlib, io, json, subprocess
 from pathlib import Path
 import pytest
 
-from domaintune_course import cli, runs
+from domaintune_course import runs
+from clirunner import EXE, dt
 from domaintune_course.config import TrainConfig
-from domaintune_course.testing import tiny_model_dir, toy_dialogues, toy_qa_rows, toy_reviews, write_jsonl
+from domaintune_course.testing import tiny_model_dir, toy_dialogues, toy_qa_rows, toy_reviews
 
 QA, REVIEWS, DIALOGUES = toy_qa_rows(12), toy_reviews(12), toy_dialogues(8)
 
@@ -209,12 +210,10 @@ def test_bad_input_exits_2_with_a_fix_and_touches_nothing(ws, case, argv, expect
     import shlex
     root = ws / "runs"
     before, runs_before = snapshot(ws), sorted(root.iterdir())
-    args = ["--runs-dir", str(root)] + [a.replace("{ws}", str(ws)) for a in shlex.split(argv)]
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main(args)
-    msg = err.getvalue()
+    r = dt(*[a.replace("{ws}", str(ws)) for a in shlex.split(argv)], runs_dir=root)
+    code, msg = r.returncode, r.stderr
     assert code == 2, f"{case}: exit {code}\n{msg[-3000:]}"
-    assert "Traceback" not in msg and "Traceback" not in out.getvalue()
+    assert "Traceback" not in msg and "Traceback" not in r.stdout
     for s in expect: assert s in msg, f"{case}: {s!r} not in message:\n{msg}"
     after = snapshot(ws)
     changed = [str(p) for p, h in before.items() if after.get(p) != h]
@@ -224,8 +223,7 @@ def test_bad_input_exits_2_with_a_fix_and_touches_nothing(ws, case, argv, expect
 
 def test_bad_input_through_the_console_script(ws):
     "The installed command behaves the same: exit 2, a one-paragraph message, no traceback."
-    exe = Path(sys.executable).with_name("domaintune")
-    r = subprocess.run([str(exe), "--runs-dir", str(ws / "runs"), "train", "--task", "qa", "--model", "no-such-model"],
+    r = subprocess.run([str(EXE), "--runs-dir", str(ws / "runs"), "train", "--task", "qa", "--model", "no-such-model"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
 

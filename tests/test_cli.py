@@ -1,25 +1,12 @@
 """The `domaintune` command end to end on tiny models: train, list, show, evaluate, generate, detach, cancel, resume, continue."""
-import contextlib, io, json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
 from domaintune_course import cli, runs
 from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
 
-EXE = Path(sys.executable).with_name("domaintune")
-
-
-def dt(*argv, runs_dir=None, check=True, timeout=600, subprocess_=False):
-    "Run a `domaintune` command in-process (or through the installed console script); return code, stdout, stderr."
-    args = (["--runs-dir", str(runs_dir)] if runs_dir else []) + [str(a) for a in argv]
-    if subprocess_:
-        r = subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "DOMAINTUNE_PROFILE": "smoke"})
-    else:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main(args)
-        r = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-    if check: assert r.returncode == 0, f"{args} -> {r.returncode}\n{r.stderr[-4000:]}"
-    return r
+from clirunner import EXE, dt_ok as dt  # every command here must succeed unless a test says otherwise
 
 
 def last_json(stdout: str) -> dict: return json.loads(stdout.strip().splitlines()[-1])

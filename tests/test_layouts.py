@@ -1,21 +1,20 @@
 """Every input layout the course documents, end to end through the command line: `prepare`, then `train` (smoke budget,
 a tiny model passed with --model), then `evaluate --data` on the same layout; the run records what it read."""
-import contextlib, io, json
+import json
 from pathlib import Path
 import pandas as pd
 import pytest
 
-from domaintune_course import cli
+import clirunner
 from domaintune_course.testing import tiny_model_dir, toy_dialogues, toy_qa_rows, toy_reviews, write_jsonl
 
 QA, REVIEWS, DIALOGUES = toy_qa_rows(24), toy_reviews(40), toy_dialogues(16)
 
 
 def dt(*argv, runs_dir: Path) -> tuple[int, str, str]:
-    "Run a `domaintune` command in-process; return its exit code, stdout and stderr."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main(["--runs-dir", str(runs_dir), *map(str, argv)])
-    return code, out.getvalue(), err.getvalue()
+    "A `domaintune` command's exit code, stdout and stderr."
+    r = clirunner.dt(*argv, runs_dir=runs_dir)
+    return r.returncode, r.stdout, r.stderr
 
 
 def jsonl(rows): return lambda p: write_jsonl(rows, p)

@@ -1,5 +1,6 @@
 """Every lesson notebook runs top to bottom (smoke profile, `#| slow` and `#| gpu` cells skipped), one case per notebook."""
 import json, os, re, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
 
@@ -9,12 +10,29 @@ RUNNER = "import sys, nbdev.test as t; ok, secs = t.test_nb(sys.argv[1], skip_fl
 MAX_NOTEBOOK_BYTES = 1_500_000
 
 
+WORKERS = 2  # notebook runs side by side, each on one torch thread: both cores of a 2-core machine busy
+
+
+def _run(nb: Path, runs: Path) -> subprocess.CompletedProcess:
+    "Run `nb` top to bottom under the smoke profile in a process of its own, with its own runs directory."
+    env = {**os.environ, "DOMAINTUNE_PROFILE": "smoke", "DOMAINTUNE_RUNS": str(runs), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", RUNNER, str(nb)], cwd=nb.parent, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def notebook_runs(request, tmp_path_factory):
+    "The selected notebooks' runs, started `WORKERS` at a time when the first is asked for; notebook -> its future."
+    chosen = [item.callspec.params["nb"] for item in request.session.items if getattr(item, "originalname", "") == "test_notebook_runs"]
+    pool = ThreadPoolExecutor(WORKERS)
+    yield {nb: pool.submit(_run, nb, tmp_path_factory.mktemp(f"runs-{nb.stem}")) for nb in chosen}
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in NOTEBOOKS])
-def test_notebook_runs(nb, tmp_path):
+def test_notebook_runs(nb, notebook_runs):
     "The notebook executes without error under the smoke profile."
-    env = {**os.environ, "DOMAINTUNE_PROFILE": "smoke", "DOMAINTUNE_RUNS": str(tmp_path / "runs"), "MPLBACKEND": "Agg"}
-    r = subprocess.run([sys.executable, "-c", RUNNER, str(nb)], cwd=nb.parent, env=env, capture_output=True, text=True, timeout=900)
+    r = notebook_runs[nb].result()
     assert r.returncode == 0, f"{nb.name} failed:\n{r.stderr[-6000:]}"
 
 

@@ -25,13 +25,12 @@ for nb in sys.argv[1:]:
     ok, secs = t.test_nb(nb, skip_flags=['slow'])
     print(f"LESSON {nb} {'ok' if ok else 'FAILED'} {secs:.0f}s", flush=True)
 """  # one process for all lessons of a profile: torch, transformers and the rest are imported once, not twelve times
-DRIVER = """
-import contextlib, io, json, sys
-from domaintune_course import cli
+DRIVER = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n" + """
+import json
+from clirunner import dt
 def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = cli.main([str(a) for a in argv])
-    return dict(code=code, out=out.getvalue(), err=err.getvalue()[-4000:])
+    r = dt(*argv)
+    return dict(code=r.returncode, out=r.stdout, err=r.stderr[-4000:])
 texts = dict(qa="How often should I check my blood pressure?", classify="A wonderful, moving film.",
              summarize="#Person1#: Is the bus late?\\n#Person2#: Yes, by ten minutes.")
 result = {}
