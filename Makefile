@@ -33,7 +33,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q tests --durations=25
 
-# The inner loop: every test but those marked slow (notebook runs, rehearsals, whole training commands).
+# The inner loop: every test but those marked slow (notebook runs, rehearsals, whole commands and benchmarks).
 test-quick: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not slow" tests --durations=10
 

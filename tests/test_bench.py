@@ -24,6 +24,7 @@ def read(out: Path, name: str) -> dict:
     return d
 
 
+@pytest.mark.slow
 def test_throughput_quick(out):
     script("throughput").main(["--quick", "--out", str(out)])
     d = read(out, "throughput.json")
@@ -49,6 +50,7 @@ def test_throughput_quick(out):
     assert set(d["causal"]["meets_targets"]) == {"padding_fraction", "speedup_vs_classic", "speedup_vs_dynamic", "speedup_vs_trl"}
 
 
+@pytest.mark.slow
 def test_throughput_trl_run_merges_into_the_full_result(out):
     "A run of the course against TRL alone keeps the full run's figures and adds its own, with its command."
     script("throughput").main(["--quick", "--paths", "classify", "--out", str(out)])
@@ -63,6 +65,7 @@ def test_throughput_trl_run_merges_into_the_full_result(out):
     with pytest.raises(SystemExit): script("throughput").main(["--quick", "--strategies", "dynamic", "trl", "--out", str(out)])
 
 
+@pytest.mark.slow
 def test_memory_quick(out):
     script("memory").main(["--quick", "--models", "smollm2-135m", "--precisions", "fp32", "nf4", "--out", str(out)])
     d = read(out, "memory.json")
@@ -90,6 +93,7 @@ def test_heap_bytes_follow_tensors():
     assert during - before >= 60 * 2**20 and lib.heap_bytes() - before < 8 * 2**20
 
 
+@pytest.mark.slow
 def test_quality_quick(out):
     d = script("quality").main(["--quick", "--out", str(out)])
     d = read(out, "quality.json")
@@ -102,6 +106,7 @@ def test_quality_quick(out):
     for r in c.values(): assert r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["n"] == d["limit"]
 
 
+@pytest.mark.slow
 def test_hallucination_quick(out):
     "Both tasks scored by every remedy's system, the references as the yardstick, the remedy table and its plot."
     script("hallucination").main(["--quick", "--out", str(out)])
@@ -129,6 +134,7 @@ def test_quality_targets_and_update_keep_earlier_tasks(tmp_path):
     assert kept["summarize"]["date"] == "2026-01-01" and kept["summarize"]["targets"]["gain_met"] is False
 
 
+@pytest.mark.slow
 def test_generation_quick(out):
     "Both paths, both models, both tasks; speedups are the ratio of the medians; the summary renders them."
     script("generation").main(["--quick", "--out", str(out)])
@@ -146,6 +152,7 @@ def test_generation_quick(out):
     assert "## Generation speed" in script("run_all").summary(out).read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_lessons_quick_and_summary(out):
     "run_all runs a benchmark in its own process and writes SUMMARY.md from every results file present."
     assert script("run_all").main(["--quick", "--only", "lessons", "--out", str(out)]) == 0
@@ -168,6 +175,7 @@ def _notebook(path: Path, lesson: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_lesson_that_reuses_a_run_is_also_measured_alone(tmp_path):
     "The second notebook reuses the first one's run (the row says whose); measured alone, with nothing kept, it trains its own."
     lessons, shared = script("lessons"), tmp_path / "shared"
@@ -208,6 +216,7 @@ def _gguf_tools() -> bool:
     return find_converter() is not None and importlib.util.find_spec("llama_cpp") is not None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _gguf_tools(), reason="needs llama.cpp's converter (cached by `make gguf`) and llama-cpp-python (the gguf extra)")
 def test_gguf_parity_quick(out):
     script("gguf_parity").main(["--quick", "--types", "f32", "q8_0", "--out", str(out)])
@@ -227,6 +236,7 @@ def test_make_outputs_runs_the_lessons_in_a_kernel():
     with pytest.raises(SystemExit): script("lessons").main(["--write-outputs", "--quick", "--out", "/nonexistent"])
 
 
+@pytest.mark.slow
 def test_quantization_quick(out):
     "fp32, 8-bit and NF4 bases under one LoRA budget, and the rank sweep: every figure lesson 01b quotes is written."
     script("quantization").main(["--quick", "--out", str(out)])

@@ -219,6 +219,7 @@ def wait_for(pred, timeout=300, every=0.1):
     return False
 
 
+@pytest.mark.slow
 def test_detach_cancel_resume(space):
     "A detached run is listed as running, `runs cancel` ends it `cancelled` with a checkpoint, and `--resume` finishes it."
     r = dt("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 400, "--out", "bg",
@@ -238,6 +239,7 @@ def test_detach_cancel_resume(space):
     assert runs.read_status(run)["step"] == st["step"] + 2
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_match_an_uninterrupted_run(space):
     "Through the real command: a run killed with SIGKILL resumes from its checkpoint and ends with the same losses."
     args = ("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 8, "--seed", 3)
@@ -256,6 +258,7 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(space):
     assert got["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_sigkill_in_the_second_epoch_resumes_that_epoch(tmp_path):
     "Killed mid-way through its second epoch, a run resumes with that epoch's batch order and ends with the uninterrupted losses."
     causal = tiny_model_dir("causal", tmp_path / "causal")
@@ -298,6 +301,7 @@ def test_missing_task_module_is_a_clear_error(monkeypatch, capsys):
     assert code == 1 and "not available in this installation" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_demo(tmp_path):
     "`domaintune demo` trains and evaluates the Q&A task and prints what to open (needs the qa task)."
     pytest.importorskip("domaintune_course.tasks.qa")

@@ -15,6 +15,7 @@ if os.environ.get("RANK", "0") == "0": print("RESULT", json.dumps(r))
 """
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     model = tiny_model_dir("causal", tmp_path / "causal")
     single = runs.fit_lm(model, toy_qa_rows(16), tmp_path / "single", max_steps=4, batch_size=4, save_steps=100)

@@ -91,6 +91,7 @@ def test_a_classifier_and_an_unknown_format_are_refused(tmp_path, capsys):
     with pytest.raises(InputError, match="merged or gguf"): export_run(d, "onnx")
 
 
+@pytest.mark.slow
 @NEEDS_CONVERTER
 def test_gguf_export_writes_a_file_transformers_reads_back(run, tmp_path):
     import torch

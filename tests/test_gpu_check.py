@@ -22,6 +22,7 @@ def gpu_dry(tmp_path_factory) -> tuple[dict, Path, str]:
     return d, out, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_step_through_the_course(gpu_dry):
     d, _, _ = gpu_dry
     assert d["dry_run"] is True and d["command"].startswith("python bench/gpu_check.py --dry-run")
@@ -57,6 +58,7 @@ def test_gpu_check_dry_run_runs_every_step_through_the_course(gpu_dry):
     assert [row["model"] for row in d["summary"]] == ["phi-2", "falcon-rw-1b"]
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_prints_the_versions_first_and_works_on_a_disk(gpu_dry):
     "The library versions against pyproject.toml come first; the work folder is in the repository, on a filesystem that runs code."
     d, _, printed = gpu_dry
@@ -84,6 +86,7 @@ def test_gpu_check_real_configs_have_the_course_shapes():
         assert (m.config.hidden_size, m.config.num_hidden_layers, m.config.vocab_size) == (SHAPES[name].hidden, SHAPES[name].layers, SHAPES[name].vocab)
 
 
+@pytest.mark.slow
 def test_gpu_check_summary_says_no_gpu_figure_was_measured(gpu_dry):
     d = gpu_dry[0]
     text = script("run_all").gpu_md(d)

@@ -118,6 +118,7 @@ with runs.track(run):
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(root, causal_dir, tmp_path):
     "A training process killed with SIGKILL resumes from its last checkpoint and ends where an uninterrupted run ends."
     rows, cfg = toy_qa_rows(16), TrainConfig.tiny("qa")
