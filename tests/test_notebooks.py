@@ -23,8 +23,15 @@ def _run(nb: Path, runs: Path) -> subprocess.CompletedProcess:
 def notebook_runs(request, tmp_path_factory):
     "The selected notebooks' runs, started `WORKERS` at a time when the first is asked for; notebook -> its future."
     chosen = [item.callspec.params["nb"] for item in request.session.items if getattr(item, "originalname", "") == "test_notebook_runs"]
-    pool = ThreadPoolExecutor(WORKERS)
-    yield {nb: pool.submit(_run, nb, tmp_path_factory.mktemp(f"runs-{nb.stem}")) for nb in chosen}
+    pool, futures = ThreadPoolExecutor(WORKERS), {}
+    def after(earlier: list, nb: Path, runs: Path):  # a lesson that reuses earlier lessons' runs starts once they have finished
+        for f in earlier: f.result()
+        return _run(nb, runs)
+    for nb in chosen:  # in course order, so a lesson's earlier lessons are always started before it
+        reused = json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("domaintune", {}).get("runs", {}).values()
+        earlier = [f for other, f in futures.items() if other.stem in set(reused)]
+        futures[nb] = pool.submit(after, earlier, nb, tmp_path_factory.mktemp(f"runs-{nb.stem}"))
+    yield futures
     pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -1,5 +1,5 @@
 """The GPU profiles rehearsed on this CPU: every task through the `domaintune` command under t4, p100, l4 and a100, and
-every lesson under t4 and a100, with tiny models of the profiles' architectures and the hub's data sets served by a
+every lesson under t4, with tiny models of the profiles' architectures and the hub's data sets served by a
 loopback stand-in for the hub (`testing.MockHub`) in the hub's layouts (falcon-rw-1b's main branch holds pickle weights
 only), the budgets capped by `DOMAINTUNE_REHEARSAL=1`. And a GPU the installed PyTorch build has no kernels for (Kaggle's
 P100 under a CUDA 12.8 build), faked in the rehearsal's process: refused with the fix, and the course run on the CPU.
@@ -17,7 +17,9 @@ from domaintune_course.testing import MockHub, hub_env, tiny_hub
 pytestmark = pytest.mark.slow  # every case runs whole commands or lessons
 ROOT = Path(__file__).resolve().parents[1]
 GPU_PROFILES = ("t4", "p100", "l4", "a100")
-LESSON_PROFILES = ("t4", "a100")
+# The lessons are rehearsed under one GPU profile: the CLI rehearsals above run every task under all four (bf16 and the
+# larger encoder included), and the smoke run (tests/test_notebooks.py) runs every lesson again on the real small models.
+LESSON_PROFILE, SHARDS = "t4", 2  # two processes, every other lesson each: both cores busy
 from nbpaths import LESSONS as NOTEBOOKS  # the lessons (the reference notebooks hold no profile-dependent run)
 RUNNER = """
 import sys, nbdev.test as t
@@ -163,21 +165,26 @@ def test_a_gpu_the_pytorch_build_cannot_run_is_refused_with_the_fix(cli_rehearsa
 
 @pytest.fixture(scope="module")
 def lesson_rehearsals(hub, tmp_path_factory):
-    "Both profiles' lesson rehearsals, started at once, each on its own copy of the notebooks (its closing export cell then writes there)."
+    """The lessons rehearsed under `LESSON_PROFILE`, in `SHARDS` processes started at once (every other lesson each), each on its
+    own copy of the notebooks (their closing export cell then writes there)."""
     started = {}
-    for profile in LESSON_PROFILES:
-        work = tmp_path_factory.mktemp(f"lessons-{profile}")
+    for shard in range(SHARDS):
+        work = tmp_path_factory.mktemp(f"lessons-{LESSON_PROFILE}-{shard}")
         (work / "nbs").mkdir(); shutil.copy(ROOT / "pyproject.toml", work)
-        for nb in NOTEBOOKS: shutil.copy(nb, work / "nbs" / nb.name)
-        cmd = [sys.executable, "-c", RUNNER, *(str(work / "nbs" / nb.name) for nb in NOTEBOOKS)]
-        started[profile] = _start(cmd, rehearsal_env(hub, profile, work / "runs"), work / "nbs", work)
+        mine = NOTEBOOKS[shard::SHARDS]
+        for nb in mine: shutil.copy(nb, work / "nbs" / nb.name)
+        cmd = [sys.executable, "-c", RUNNER, *(str(work / "nbs" / nb.name) for nb in mine)]
+        env = rehearsal_env(hub, LESSON_PROFILE, work / "runs") | {"DOMAINTUNE_LESSON_RUNS": str(work / "lesson-runs")}  # shards share no run
+        started[shard] = _start(cmd, env, work / "nbs", work)
     yield from _all_started(started)
 
 
-@pytest.mark.parametrize("profile", LESSON_PROFILES)
-def test_every_lesson_rehearses(profile, lesson_rehearsals):
+def test_every_lesson_rehearses(lesson_rehearsals):
     "Every lesson runs top to bottom under the profile, its `#| gpu` cells included (`#| slow` ones left out, as in the smoke run)."
-    r = _finish(lesson_rehearsals[profile], timeout=2400)
-    done = dict(l.split()[1:3] for l in r.stdout.splitlines() if l.startswith("LESSON "))
+    done, errors = {}, ""
+    for shard in lesson_rehearsals:
+        r = _finish(lesson_rehearsals[shard], timeout=2400)
+        done |= dict(l.split()[1:3] for l in r.stdout.splitlines() if l.startswith("LESSON "))
+        errors += r.stderr[-4000:]
     failed = [Path(nb).name for nb, status in done.items() if status != "ok"]
-    assert len(done) == len(NOTEBOOKS) and not failed, f"under {profile}: failed {failed}, ran {len(done)} of {len(NOTEBOOKS)}\n{r.stderr[-8000:]}"
+    assert len(done) == len(NOTEBOOKS) and not failed, f"under {LESSON_PROFILE}: failed {failed}, ran {len(done)} of {len(NOTEBOOKS)}\n{errors}"
