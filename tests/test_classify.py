@@ -183,7 +183,7 @@ def test_zero_shot_scores_in_batches_as_one_at_a_time_with_progress(tmp_path, ca
 
 
 def _fake_gpu(monkeypatch, major: int):
-    "Make torch report one 16 GB CUDA device of compute capability `major`.0 (bf16 native from 8, emulated below), as tests/test_gpu_path.py does."
+    "Make torch report one 16 GB CUDA device of compute capability `major`.0 (bf16 native from 8, emulated below), as tests/test_profiles.py does."
     props = types.SimpleNamespace(name=f"GPU sm_{major}0", major=major, minor=0, total_memory=16 * 2**30)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -248,3 +248,43 @@ def test_a_new_head_loads_quietly_and_a_missing_body_is_named(tmp_path, capfd):
     save_file({k: v for k, v in weights.items() if k != lost}, d / "model.safetensors", metadata={"format": "pt"})
     with pytest.warns(UserWarning, match="body were missing or had other shapes"):
         load_model(str(d), kind="encoder", num_labels=2)
+
+
+# --- classifier evaluation -----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("classify")
+    data = write_jsonl(toy_reviews(120), d / "reviews.jsonl")
+    cfg = make_config("classify", "smoke", model=str(tiny_model_dir("encoder", d / "enc")), data=str(data), eval_limit=6)
+    classify.train(cfg, d / "run")
+    return d / "run"
+
+
+def test_classifier_evaluation_is_capped_and_shows_progress(classify_run, capfd):
+    ev = classify.evaluate(classify_run)
+    assert ev["n"] == 6 < ev["held_out_available"]
+    assert "scoring" in capfd.readouterr().err
+    assert classify.evaluate(classify_run, limit=ev["held_out_available"])["n"] == ev["held_out_available"]
+
+
+def test_the_classifier_is_loaded_on_the_inference_device(classify_run, monkeypatch):
+    "Evaluation runs where `inference_device` says (the GPU when there is one): here the meta device stands in for it."
+    monkeypatch.setattr(classify, "inference_device", lambda: torch.device("meta"))
+    model, _ = classify.load_classifier(classify_run)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+# --- a diagnosis that knows chance -----------------------------------------------------------------------------------
+
+def test_a_classifier_that_cannot_read_is_diagnosed_at_chance(tmp_path):
+    "Every word [UNK] (the tokenizer of a partial snapshot): validation at ln 2 and 50%, which the curves alone call a good fit."
+    from transformers import BertTokenizer
+    enc = tiny_model_dir("encoder", tmp_path / "enc")
+    BertTokenizer(vocab={t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])}).save_pretrained(enc)
+    for f in ("tokenizer_config.json", "tokenizer.json"): assert (enc / f).is_file()
+    rows = [dict(id=f"r{i}", text=f"Review {i}: {'good' if i % 2 else 'bad'}", label="positive" if i % 2 else "negative") for i in range(80)]
+    data = write_jsonl(rows, tmp_path / "reviews.jsonl")  # learnable with a vocabulary; every review alike without one
+    cfg = make_config("classify", "smoke", model=str(enc), data=str(data), max_steps=-1, epochs=3, learning_rate=1e-3, extra={"pooling": "cls"})
+    m = classify.train(cfg, tmp_path / "run")
+    assert m["fit"].startswith("at chance"), m["fit"]

@@ -144,3 +144,13 @@ def test_train_and_evaluate_name_the_fit_like_the_other_tasks(trained, tmp_path)
     for loss, verdict in ((math.log(vocab), "at chance"), (1.0, "good fit")):
         (copy / "history.json").write_text(json.dumps(flat(loss)))
         assert summarize.evaluate(copy, limit=1)["fit"].startswith(verdict)
+
+
+# --- DialogSum is never swapped ------------------------------------------------------------------------------------
+
+def test_a_gpu_profile_gets_dialogsum_or_a_clear_error_never_the_bundled_dialogues(tmp_path):
+    cfg = make_config("summarize", "t4", rehearsal=False)
+    assert cfg.data == "dialogsum" and summarize.use_hub(cfg)
+    with pytest.raises(InputError, match="DialogSum.*Internet.*--data"):
+        summarize.prepare_run_data(cfg, tmp_path / "data")  # the hub is offline here (conftest)
+    assert not (tmp_path / "data" / "train.jsonl").exists()
