@@ -5,24 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from domaintune_course import qlora, testing
+from domaintune_course import qlora
 from domaintune_course.config import make_config
 from domaintune_course.data import build_example
 from domaintune_course.tasks import summarize
-from domaintune_course.testing import tiny_model_dir, toy_qa_rows, write_jsonl
+from domaintune_course.testing import toy_qa_rows, write_jsonl
 
 
 def example_fn(record, tokenizer): return build_example("qa", record, tokenizer, style="instruction")
-
-
-@pytest.fixture(scope="module")
-def hub_root(tmp_path_factory):
-    "The tiny stand-ins of the hub repositories the GPU profiles download."
-    return testing.tiny_hub(tmp_path_factory.mktemp("hub"))
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory): return tiny_model_dir("causal", tmp_path_factory.mktemp("tiny-causal"))
 
 
 def _cfg(model_dir, **kw):

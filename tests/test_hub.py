@@ -12,12 +12,6 @@ from domaintune_course.config import InputError, make_config
 FALCON = "tiiuae/falcon-rw-1b"
 
 
-@pytest.fixture(scope="module")
-def hub_root(tmp_path_factory):
-    "The tiny stand-ins of the hub repositories the GPU profiles download."
-    return testing.tiny_hub(tmp_path_factory.mktemp("hub"))
-
-
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     "An empty Hugging Face cache that huggingface_hub and `resolve_model` use (offline, as conftest sets)."

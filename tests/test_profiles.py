@@ -7,7 +7,6 @@ import torch
 
 from domaintune_course import config, models, qlora
 from domaintune_course.config import make_config
-from domaintune_course.testing import tiny_model_dir
 
 GPU_PROFILES = ("t4", "p100", "l4", "a100")
 
@@ -34,10 +33,6 @@ def test_the_qa_budget_fits_the_data(profile):
     "A few passes over the ~240 training pairs, not the 17 to 33 a 1000-step budget meant."
     cfg = make_config("qa", profile, rehearsal=False)
     assert _epochs(cfg, 240) <= 4 and qlora.training_arguments(cfg, "/tmp/x").load_best_model_at_end
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory): return tiny_model_dir("causal", tmp_path_factory.mktemp("tiny-causal"))
 
 
 # --- bf16 without emulation, unknown GPUs ---------------------------------------------------------------------------

@@ -5,12 +5,7 @@ import pytest
 
 from domaintune_course import runs
 from domaintune_course.config import InputError, TrainConfig
-from domaintune_course.testing import tiny_model_dir, toy_qa_rows
-
-
-@pytest.fixture(scope="module")
-def causal_dir(tmp_path_factory) -> Path:
-    return tiny_model_dir("causal", tmp_path_factory.mktemp("tiny") / "causal")
+from domaintune_course.testing import toy_qa_rows
 
 
 @pytest.fixture
