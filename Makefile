@@ -53,7 +53,7 @@ test-latest:
 # (taken once from the llama-cpp-python sdist on PyPI; nothing to compile) and llama-cpp-python, which compiles llama.cpp
 # (26 minutes on 2 cores shared with other work; see the README).
 gguf: $(STAMP)
-	$(PY) -c "from domaintune_course.export import converter_dir; print(converter_dir())"
+	$(PY) -c "from domaintune_course.gguf import converter_dir; print(converter_dir())"
 	$(PIP) install -q -e ".[gguf]"
 
 lab: $(STAMP)

@@ -8,7 +8,7 @@ fine-tuned one, by two paths:
   the adapter loaded beside the base as a `PeftModel` (a full-precision base on a CPU, the 4-bit one on a GPU), the base
   answered with the adapter switched off, prompts in the caller's order in batches of the training batch size, and
   transformers' stop-string matching at every step;
-- `new`: what `evaluate` runs now, `qlora.base_then_finetuned` and `qlora.generate`: on a CPU the plain base, then the
+- `new`: what `evaluate` runs now, `qlora.base_then_finetuned` and `generation.generate`: on a CPU the plain base, then the
   adapter merged into it (the merge is timed with the fine-tuned model); prompts sorted by length in batches of the
   profile's `eval_batch_size`; the exact end-marker check where the tokenizer allows it.
 
@@ -46,17 +46,17 @@ def today_models(run_dir: Path):
     cfg, model_dir = qlora.finetune_config(run_dir), Path(run_dir) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     quantized = cfg.strategy == "qlora" and torch.cuda.is_available()
-    base = qlora._load_base(dataclasses.replace(cfg, strategy="qlora" if quantized else "lora"), tokenizer)
+    base = qlora.load_base(dataclasses.replace(cfg, strategy="qlora" if quantized else "lora"), tokenizer)
     base.config.use_cache = True
     return PeftModel.from_pretrained(base, model_dir).eval(), tokenizer
 
 
 def generate_today(model, tokenizer, prompts: list[str], max_new_tokens: int = 96, batch_size: int = 8, seed: int = 42) -> tuple[list[str], int]:
-    "The earlier `qlora.generate`, unchanged but for counting new tokens: (answers, tokens generated)."
+    "The earlier `generation.generate`, unchanged but for counting new tokens: (answers, tokens generated)."
     import torch
     from domaintune_course.batching import CompletionCollator, encode_prompt
     from domaintune_course.data import END_MARKER, cut_at_end
-    from domaintune_course.qlora import _stop_ids
+    from domaintune_course.generation import stop_ids
     torch.manual_seed(seed)
     collate, out, new_tokens = CompletionCollator(tokenizer, padding_side="left"), [], 0
     device = next(model.parameters()).device
@@ -64,7 +64,7 @@ def generate_today(model, tokenizer, prompts: list[str], max_new_tokens: int = 9
         ids = [encode_prompt(tokenizer, p) for p in prompts[i:i + batch_size]]
         batch = {k: v.to(device) for k, v in collate([dict(input_ids=x, attention_mask=[1] * len(x)) for x in ids]).items()}
         with torch.no_grad():
-            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=_stop_ids(tokenizer),
+            gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids(tokenizer),
                                  pad_token_id=tokenizer.pad_token_id, stop_strings=[END_MARKER], tokenizer=tokenizer)
         new = gen[:, batch["input_ids"].shape[1]:]
         new_tokens += int((new != tokenizer.pad_token_id).sum())
@@ -86,14 +86,14 @@ def run_today(model, tokenizer, prompts: list[str], budget: int, batch_size: int
 
 
 def run_new(run_dir: Path, prompts_of, budget: int, batch_size: int) -> dict:
-    "One round of the new path: `base_then_finetuned` (the merge timed with the fine-tuned model) and `qlora.generate`."
-    from domaintune_course import qlora
+    "One round of the new path: `base_then_finetuned` (the merge timed with the fine-tuned model) and `generation.generate`."
+    from domaintune_course import generation, qlora
     tokenizer, models = qlora.base_then_finetuned(run_dir)
     prompts, out, start = prompts_of(tokenizer), {}, None
     for name, model in models:  # loading the base is not timed (today's path loads the same weights, untimed too)
         prepare, prepare_cpu = (0.0, 0.0) if start is None else (time.perf_counter() - start[0], time.process_time() - start[1])
         cpu = time.process_time()
-        g = qlora.generate(model, tokenizer, prompts, budget, batch_size, progress=False)
+        g = generation.generate(model, tokenizer, prompts, budget, batch_size, progress=False)
         out[name] = dict(answers=list(g), seconds=prepare + g.seconds, cpu_seconds=prepare_cpu + time.process_time() - cpu,
                          new_tokens=g.new_tokens, prepare_seconds=round(prepare, 3))
         start = (time.perf_counter(), time.process_time())
@@ -122,14 +122,15 @@ def get_run(task: str, args, work: Path) -> Path:
 def task_setup(task: str, run_dir: Path, args) -> tuple:
     "(prompts_of(tokenizer), answer budget, today's batch size, the new batch size, what was measured) for one run."
     from domaintune_course import qlora
+    from domaintune_course.formats import read_jsonl
     from domaintune_course.tasks import qa, summarize
     cfg = qlora.finetune_config(run_dir)
-    rows = summarize._read_jsonl(run_dir / "data" / "test.jsonl")[:args.examples]
+    rows = read_jsonl(run_dir / "data" / "test.jsonl")[:args.examples]
     if task == "summarize":
-        gen = summarize._generation(run_dir)
+        gen = summarize.saved_generation(run_dir)
         return ((lambda tok: [summarize.summary_prompt(r, tok, gen["style"]) for r in rows]), gen["max_new_tokens"], cfg.batch_size,
                 cfg.eval_batch_size, dict(data="bundled dialogues, the run's test split", style=gen["style"]))
-    return ((lambda tok: [qa.qa_example(r, tok)[0] for r in rows]), qa._answer_budget(cfg), cfg.batch_size, cfg.eval_batch_size,
+    return ((lambda tok: [qa.qa_example(r, tok)[0] for r in rows]), qa.answer_budget(cfg), cfg.batch_size, cfg.eval_batch_size,
             dict(data="bundled chronic-care questions, the run's test split", style=qa.PROMPT_STYLE))
 
 
@@ -137,7 +138,7 @@ def task_setup(task: str, run_dir: Path, args) -> tuple:
 
 def measure_task(task: str, args, work: Path) -> dict:
     "Interleaved rounds of both paths on one run; medians, speedups and how many answers agree."
-    from domaintune_course import qlora
+    from domaintune_course import generation, qlora
     run_dir = get_run(task, args, work)
     prompts_of, budget, today_batch, new_batch, info = task_setup(task, run_dir, args)
     model, tok = today_models(run_dir)
@@ -149,7 +150,7 @@ def measure_task(task: str, args, work: Path) -> dict:
             rounds[path].append(run_today(model, tok, prompts, budget, today_batch) if path == "today" else run_new(run_dir, prompts_of, budget, new_batch))
             print(f"{task} round {r + 1} {path}: " + ", ".join(f"{m} {rounds[path][-1][m]['seconds']:.1f} s" for m in ("base", "finetuned")), flush=True)
     cfg = qlora.finetune_config(run_dir)
-    out = dict(info, run_dir=str(run_dir) if task in args.runs else None, model=cfg.model, strategy=cfg.strategy, device=qlora.inference_device(),
+    out = dict(info, run_dir=str(run_dir) if task in args.runs else None, model=cfg.model, strategy=cfg.strategy, device=generation.inference_device(),
                examples=len(prompts), max_new_tokens=budget, repeats=args.repeats,
                paths=dict(today=summary(rounds["today"], today_batch), new=summary(rounds["new"], new_batch)))
     return out | speedups(out["paths"]) | dict(answers_identical=agreement(rounds))

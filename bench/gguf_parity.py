@@ -1,9 +1,9 @@
 """GGUF export parity: llama.cpp running the exported file against transformers running the merged model, per tensor type.
 
-For each type (f32, f16, bf16, q8_0) the model is converted with llama.cpp's own converter (`export.to_gguf`) and both
+For each type (f32, f16, bf16, q8_0) the model is converted with llama.cpp's own converter (`gguf.to_gguf`) and both
 runtimes get the same prompts as the same token ids: `exact` counts prompts whose freely generated greedy continuations
 are identical, `agreement` is the share of the merged model's greedy tokens llama.cpp also ranks first given the same
-preceding tokens (lesson 06c's `gguf_parity`). `domaintune_course.export.PARITY_THRESHOLDS` is set below what this measures.
+preceding tokens (lesson 06c's `gguf_parity`). `domaintune_course.gguf.PARITY_THRESHOLDS` is set below what this measures.
 
     python bench/gguf_parity.py                        # SmolLM2-135M-Instruct, 8 bundled questions in its chat prompt, 32 tokens each
     python bench/gguf_parity.py --quick --out /tmp/b   # a tiny random Llama with SmolLM2's tokenizer: checks the script
@@ -47,7 +47,7 @@ def main(argv=None):
     p.add_argument("--prompts", type=int, default=None, help="questions (default: 8; --quick: 2)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens compared per question (default: 32; --quick: 8)")
     args = p.parse_args(argv)
-    from domaintune_course.export import PARITY_THRESHOLDS, converter_dir, gguf_parity, to_gguf
+    from domaintune_course.gguf import PARITY_THRESHOLDS, converter_dir, gguf_parity, to_gguf
     from domaintune_course.gguf import LlamaCrash
     n, new = args.prompts or (2 if args.quick else 8), args.max_new_tokens or (8 if args.quick else 32)
     folder, name = model_dir(args)

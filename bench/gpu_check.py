@@ -12,9 +12,9 @@ Model weights cannot travel to an air-gapped GPU machine, so each model is built
 second, against 20-27 ns per parameter measured on 2 CPU cores, i.e. about a minute for phi-2), saved with a small
 tokenizer to a work folder on disk, and from there goes through the course's own functions, as a run of `domaintune
 train` would: `qlora.load_for_training` (NF4 with double quantization, `prepare_model_for_kbit_training`, gradient
-checkpointing, LoRA), `qlora.training_arguments` (the profile's precision and `paged_adamw_8bit`) and
+checkpointing, LoRA), `training.training_arguments` (the profile's precision and `paged_adamw_8bit`) and
 `batching.course_trainer` for a few optimizer steps, then `qlora.save_finetuned`, `qlora.load_finetuned` (the adapter
-reloaded with `PeftModel`), `qlora.generate` (batched greedy decoding) and `qlora.merge_adapter`. Peak
+reloaded with `PeftModel`), `generation.generate` (batched greedy decoding) and `qlora.merge_adapter`. Peak
 `torch.cuda.max_memory_allocated` during training is set beside lesson 00's `estimate_memory` for the same configuration.
 Every (profile, model) pair runs in its own process and every step records its status (ok, failed, skipped, or
 incomplete: cut at the time budget's end) and seconds on its own, so one failure hides nothing else; `gpu.json` is
@@ -188,7 +188,7 @@ def build(spec: dict):
     "Build the architecture from its config with random weights and save it with a small tokenizer (fp16, as phi-2 ships)."
     import torch
     from transformers import AutoModelForCausalLM
-    from domaintune_course.concepts import SHAPES
+    from domaintune_course.costs import SHAPES
     from domaintune_course.testing import tiny_tokenizer
     dest, name = Path(spec["model_dir"]), spec["model"]
     config, tok = model_config(name, spec["dry_run"]), tiny_tokenizer()
@@ -232,7 +232,7 @@ def _free() -> None:
 
 def shape_for(name: str, model, dry_run: bool):
     "Lesson 00's `ModelShape` for the model: its SHAPES entry, or that entry resized to the tiny config in a dry run."
-    from domaintune_course.concepts import SHAPES
+    from domaintune_course.costs import SHAPES
     shape = SHAPES[name]
     if not dry_run: return shape
     c = model.config
@@ -314,12 +314,12 @@ def estimate(spec: dict, cfg, model, compute_dtype) -> dict:
 
 
 def train(ctx: dict, cfg, spec: dict):
-    "A few optimizer steps through `qlora.training_arguments` and `batching.course_trainer`; losses, speed, peak memory."
+    "A few optimizer steps through `training.training_arguments` and `batching.course_trainer`; losses, speed, peak memory."
     import torch
-    from domaintune_course import batching, qlora
+    from domaintune_course import batching, qlora, training
     model, tok = ctx["model"], ctx["tok"]
     feats = features(tok, cfg.max_steps * cfg.batch_size * cfg.grad_accum, cfg.max_length)
-    args = qlora.training_arguments(cfg, Path(spec["work"]) / "checkpoints", eval_strategy="no", save_strategy="no",
+    args = training.training_arguments(cfg, Path(spec["work"]) / "checkpoints", eval_strategy="no", save_strategy="no",
                                     load_best_model_at_end=False, logging_steps=1, disable_tqdm=True)
     timer = step_timer()
     trainer = batching.course_trainer(model=model, args=args, train_dataset=feats, data_collator=batching.make_collator(tok),
@@ -327,7 +327,7 @@ def train(ctx: dict, cfg, spec: dict):
     ctx["trainer"] = trainer
     _free()
     start = time.perf_counter()
-    with qlora.peak_memory() as mem: out = trainer.train()
+    with training.peak_memory() as mem: out = trainer.train()
     wall = time.perf_counter() - start
     logs = trainer.state.log_history
     losses = [h["loss"] for h in logs if "loss" in h]
@@ -336,7 +336,7 @@ def train(ctx: dict, cfg, spec: dict):
     per_step = tokens / max(len(timer.times), 1)
     steady = (len(timer.times) - 1) * per_step / (timer.times[-1] - timer.times[0]) if len(timer.times) > 1 else None
     opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-    dtype = qlora.compute_dtype(cfg)
+    dtype = training.compute_dtype(cfg)
     cuda = torch.cuda.is_available()
     info = dict(optim=args.optim, optimizer_class=type(opt).__name__, paged=bool(getattr(opt, "is_paged", False)), fp16=bool(args.fp16), bf16=bool(args.bf16), compute_dtype=str(dtype),
                 gradient_checkpointing=bool(getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False)),
@@ -357,7 +357,7 @@ def train(ctx: dict, cfg, spec: dict):
                     estimate_error_pct=benchlib.pct_error(est["parts_mb"]["total"], mem["peak_mb"]),
                     estimated_weights_mb=est["parts_mb"]["weights"],
                     weights_error_pct=benchlib.pct_error(est["parts_mb"]["weights"], mem["start_mb"]),
-                    measured_with="torch.cuda.max_memory_allocated during trainer.train() (qlora.peak_memory); "
+                    measured_with="torch.cuda.max_memory_allocated during trainer.train() (training.peak_memory); "
                                   "the paged optimizer's state lives in CUDA unified memory, outside torch's allocator")
     else: info["peak_rss_mb"] = round(mem["peak_mb"], 1)
     info["checks"] = dict(steps=trainer.state.global_step == cfg.max_steps, finite_losses=len(losses) == cfg.max_steps and all(map(math.isfinite, losses)),
@@ -370,11 +370,11 @@ def train(ctx: dict, cfg, spec: dict):
 def save(ctx: dict, cfg, spec: dict):
     "`qlora.save_finetuned`: the adapter (not the base), the tokenizer and finetune.json."
     from peft import get_peft_model_state_dict
-    from domaintune_course import qlora
+    from domaintune_course import qlora, training
     out = qlora.save_finetuned(ctx["model"], ctx["tok"], cfg, Path(spec["work"]) / "run" / "model")
     ctx["adapter"] = {k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(ctx["model"]).items()}
     files = sorted(p.name for p in out.iterdir())
-    return out, dict(files=files, adapter_mb=round(qlora.dir_size_mb(out), 2),
+    return out, dict(files=files, adapter_mb=round(training.dir_size_mb(out), 2),
                      checks=dict(adapter_saved="adapter_model.safetensors" in files, base_not_saved="model.safetensors" not in files))
 
 
@@ -403,16 +403,16 @@ def prompts(n: int) -> list[str]:
 
 
 def generate(ctx: dict, model_key: str, spec: dict, one_by_one: bool = True):
-    "`qlora.generate`: one batch of prompts decoded greedily, then the same prompts one by one (their agreement is information)."
-    from domaintune_course import qlora
+    "`generation.generate`: one batch of prompts decoded greedily, then the same prompts one by one (their agreement is information)."
+    from domaintune_course import generation
     model, tok, ps, new = ctx[model_key], ctx["tok"], prompts(spec["prompts"]), spec["new_tokens"]
     start = time.perf_counter()
-    batched = qlora.generate(model, tok, ps, max_new_tokens=new, batch_size=len(ps))
+    batched = generation.generate(model, tok, ps, max_new_tokens=new, batch_size=len(ps))
     info = dict(prompts=len(ps), max_new_tokens=new, batch_seconds=round(time.perf_counter() - start, 2), example=batched[0][:200] if batched else None,
                 checks=dict(one_answer_per_prompt=len(batched) == len(ps) and all(isinstance(t, str) for t in batched)))
     if one_by_one:  # the first few prompts again, one at a time
         alone = ps[:spec.get("one_by_one", len(ps))]
-        single = qlora.generate(model, tok, alone, max_new_tokens=new, batch_size=1)
+        single = generation.generate(model, tok, alone, max_new_tokens=new, batch_size=1)
         info.update(one_by_one_prompts=len(alone), one_by_one_agreement=round(sum(a == b for a, b in zip(batched, single)) / len(alone), 3))
     return batched, info
 
@@ -420,13 +420,13 @@ def generate(ctx: dict, model_key: str, spec: dict, one_by_one: bool = True):
 def merge(ctx: dict, cfg, spec: dict):
     "`qlora.merge_adapter`: the adapter merged into a full-precision base and saved; the merged model loaded and generating."
     import torch
-    from domaintune_course import qlora
+    from domaintune_course import qlora, training
     from domaintune_course.models import load_model
     ctx.pop("reloaded", None); _free()
     out = qlora.merge_adapter(Path(spec["work"]) / "run", Path(spec["work"]) / "merged")
     _free()  # the full-precision base merge_adapter loaded
     files = sorted(p.name for p in out.iterdir())
-    merged = load_model(str(out), dtype=qlora.compute_dtype(cfg))
+    merged = load_model(str(out), dtype=training.compute_dtype(cfg))
     if torch.cuda.is_available(): merged.to("cuda")
     ctx["merged"] = merged
     lora_left = sum("lora_" in n for n, _ in merged.named_parameters())
@@ -676,7 +676,7 @@ def plan(quick: bool, dry_run: bool, profiles=None, models=None, steps=None, bud
 
 def estimate_seconds(pairs: list, steps: int, new_tokens: int = NEW_TOKENS, one_by_one: int = ONE_BY_ONE, a: dict = ASSUME) -> dict:
     "Seconds each step of each pair should take on one H100-class GPU, by the assumptions in `ASSUME` (an estimate, not a measurement)."
-    from domaintune_course.concepts import SHAPES
+    from domaintune_course.costs import SHAPES
     from domaintune_course.config import make_config
     built, rows = set(), []
     for profile, model in pairs:

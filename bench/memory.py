@@ -155,7 +155,7 @@ def run_child(spec: dict, timeout: float = 1800) -> dict:
 
 def estimator_args(spec: dict, measured: dict) -> dict:
     "The arguments of lesson 00's `estimate_memory` that describe this configuration."
-    from domaintune_course.concepts import SHAPES, ModelShape
+    from domaintune_course.costs import SHAPES, ModelShape
     shape = SHAPES.get(spec["name"]) or ModelShape(name=spec["name"], **measured["shape"])
     strategy = "qlora" if spec["precision"] == "nf4" else measured["strategy"]
     return dict(model=shape, strategy=strategy, precision="fp32" if spec["precision"] == "nf4" else spec["precision"],

@@ -15,7 +15,8 @@ import argparse, importlib, inspect, json, os, subprocess, sys, tempfile, time, 
 from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TASKS, TrainConfig, make_config
-from . import runs
+from . import jobs
+from .training import last_checkpoint
 
 # %% ../nbs/reference/cli.ipynb #8755bb04
 class TaskUnavailable(RuntimeError):
@@ -74,7 +75,7 @@ def check_model(name: str, # registry name, local directory or hub id
     path = resolve_model(name, allow_pickle)
     d = Path(path)
     if not d.is_dir(): return path
-    cfg = runs.read_json(d / "config.json")
+    cfg = jobs.read_json(d / "config.json")
     if "auto_map" in cfg and not _native(cfg.get("model_type")) and not trust_remote_code:
         raise InputError(f"--model {name}: its config.json asks to run the repository's own Python code (auto_map), and transformers has no "
                          f"built-in {cfg.get('model_type')!r} architecture. Fix: use a model transformers supports natively, or pass "
@@ -113,15 +114,15 @@ def _accepts(fn, name: str) -> bool:
 
 def execute(run_dir: Path, # a run directory with its config.json
             resume: bool = False, from_run: Path | None = None) -> dict:
-    "Train the run's task in `run_dir` under `runs.track`; return the metrics."
-    cfg = runs.load_run_config(run_dir)
+    "Train the run's task in `run_dir` under `jobs.track`; return the metrics."
+    cfg = jobs.load_run_config(run_dir)
     mod = task_module(cfg.task)
-    if runs.cancel_requested(run_dir) and runs.read_status(run_dir).get("status") == "created":
-        runs.write_status(run_dir, "cancelled", finished=runs.utc_now()); return {}
-    kw = dict(callbacks=runs.run_callbacks(run_dir)) if _accepts(mod.train, "callbacks") else {}
-    with runs.track(run_dir):
+    if jobs.cancel_requested(run_dir) and jobs.read_status(run_dir).get("status") == "created":
+        jobs.write_status(run_dir, "cancelled", finished=jobs.utc_now()); return {}
+    kw = dict(callbacks=jobs.run_callbacks(run_dir)) if _accepts(mod.train, "callbacks") else {}
+    with jobs.track(run_dir):
         metrics = mod.train(cfg, run_dir, resume=resume, from_run=from_run, **kw)
-        runs.atomic_write_json(run_dir / "metrics.json", metrics or {})
+        jobs.atomic_write_json(run_dir / "metrics.json", metrics or {})
     return metrics or {}
 
 # %% ../nbs/reference/cli.ipynb #214af233
@@ -133,7 +134,7 @@ def detach(run_dir: Path, # a created run directory
     with open(run_dir / "train.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    runs.write_status(run_dir, runs.read_status(run_dir).get("status", "created"), launcher_pid=proc.pid)
+    jobs.write_status(run_dir, jobs.read_status(run_dir).get("status", "created"), launcher_pid=proc.pid)
     return proc.pid
 
 # %% ../nbs/reference/cli.ipynb #b25c6cf0
@@ -168,17 +169,17 @@ def cmd_prepare(args) -> int:
 # %% ../nbs/reference/cli.ipynb #707ad915
 def _existing_run(run: str, runs_dir) -> tuple[Path, TrainConfig]:
     "A run directory that can be resumed, and its configuration."
-    d = runs.find_run(run, runs_dir)
-    st = runs.read_status(d)
+    d = jobs.find_run(run, runs_dir)
+    st = jobs.read_status(d)
     if st["status"] == "running": raise InputError(f"{d.name} is still running (pid {st.get('pid')}); cancel it first with `domaintune runs cancel {d.name}`.")
     if st["status"] == "succeeded": raise InputError(f"{d.name} already succeeded; continue it on new data with `domaintune train --from-run {d.name} --data NEW_FILE`.")
-    if runs.last_checkpoint(d) is None: raise InputError(f"{d.name} has no checkpoint in {d / 'checkpoints'} to resume from; start a new run instead.")
-    return d, runs.load_run_config(d)
+    if last_checkpoint(d) is None: raise InputError(f"{d.name} has no checkpoint in {d / 'checkpoints'} to resume from; start a new run instead.")
+    return d, jobs.load_run_config(d)
 
 def _source_run(run: str, runs_dir) -> Path:
     "A finished run whose model a new run can continue from."
-    d = runs.find_run(run, runs_dir)
-    if not (d / "model").exists(): raise InputError(f"--from-run {run}: it has no trained model in {d / 'model'} (status {runs.read_status(d)['status']}). Use a finished run.")
+    d = jobs.find_run(run, runs_dir)
+    if not (d / "model").exists(): raise InputError(f"--from-run {run}: it has no trained model in {d / 'model'} (status {jobs.read_status(d)['status']}). Use a finished run.")
     return d
 
 # %% ../nbs/reference/cli.ipynb #9bd99d76
@@ -197,31 +198,31 @@ def cmd_train(args) -> int:
     if resume:
         run_dir, base = _existing_run(resume if isinstance(resume, str) else (args.out or ""), args.runs_dir)
         cfg, from_run = train_config(args, base), None
-        runs.atomic_write_json(run_dir / "config.json", {**runs.read_json(run_dir / "config.json"), "config": asdict(cfg)})
+        jobs.atomic_write_json(run_dir / "config.json", {**jobs.read_json(run_dir / "config.json"), "config": asdict(cfg)})
     else:
         from_run = _source_run(args.from_run, args.runs_dir) if args.from_run else None
-        cfg = train_config(args, runs.load_run_config(from_run) if from_run else None)
+        cfg = train_config(args, jobs.load_run_config(from_run) if from_run else None)
         if from_run: cfg.extra["from_run"] = str(from_run)
         check_model(cfg.model, args.trust_remote_code, args.allow_pickle)
         check_data(cfg)
-        run_dir = runs.create_run(cfg, args.out, args.runs_dir)
-        runs.save_config(run_dir, cfg)
+        run_dir = jobs.create_run(cfg, args.out, args.runs_dir)
+        jobs.save_config(run_dir, cfg)
     if args.detach:
         detach(run_dir, bool(resume), from_run); print(run_dir); return 0
     return _finish(args, run_dir, execute(run_dir, bool(resume), from_run))
 
 def _finish(args, run_dir: Path, metrics: dict) -> int:
     "Report how a run ended: one JSON line, last on stdout (training logs come before it)."
-    st = runs.read_status(run_dir)
+    st = jobs.read_status(run_dir)
     print(json.dumps(dict(run=str(run_dir), status=st["status"], metrics=metrics), default=str))
     return 0
 
 # %% ../nbs/reference/cli.ipynb #1d347972
 def _trained_run(run: str, runs_dir) -> Path:
     "A run directory that has a trained model."
-    d = runs.find_run(run, runs_dir)
+    d = jobs.find_run(run, runs_dir)
     if not (d / "model").exists():
-        raise InputError(f"{run}: no trained model yet in {d / 'model'} (status {runs.read_status(d)['status']}). "
+        raise InputError(f"{run}: no trained model yet in {d / 'model'} (status {jobs.read_status(d)['status']}). "
                          f"Wait for it to finish (`domaintune runs show {d.name}`), or resume it with `domaintune train --resume {d.name}`.")
     return d
 
@@ -229,15 +230,15 @@ def cmd_evaluate(args) -> int:
     "Score a run on held-out data; write `eval.json` and print it."
     d = _trained_run(args.run, args.runs_dir)
     if args.limit is not None and args.limit <= 0: raise InputError(f"--limit {args.limit}: give a positive number of examples.")
-    task = runs.load_run_config(d).task
+    task = jobs.load_run_config(d).task
     result = task_module(task).evaluate(d, check_file(args.data, task=task), args.limit)
-    runs.atomic_write_json(d / "eval.json", result); _print_json(result); return 0
+    jobs.atomic_write_json(d / "eval.json", result); _print_json(result); return 0
 
 def cmd_generate(args) -> int:
     "Run a trained model on one input and print the output."
     d = _trained_run(args.run, args.runs_dir)
     if not args.text.strip(): raise InputError("generate: TEXT is empty; give the question, review or dialogue to answer.")
-    for out in task_module(runs.load_run_config(d).task).generate(d, [args.text]): print(out)
+    for out in task_module(jobs.load_run_config(d).task).generate(d, [args.text]): print(out)
     return 0
 
 # %% ../nbs/reference/cli.ipynb #1c141700
@@ -256,32 +257,32 @@ def format_runs(rows: list[dict]) -> str:
 def cmd_runs(args) -> int:
     "List runs, show one, or cancel one."
     if args.action == "list":
-        rows = runs.list_runs(args.runs_dir)
+        rows = jobs.list_runs(args.runs_dir)
         print(json.dumps(rows, indent=2) if args.json else (format_runs(rows) if rows else "No runs yet.")); return 0
     if not args.run: raise InputError(f"runs {args.action}: name the run (see `domaintune runs list`).")
-    d = runs.find_run(args.run, args.runs_dir)
+    d = jobs.find_run(args.run, args.runs_dir)
     if args.action == "show": _print_json(show_run(d)); return 0
     return cancel_run(d, args.wait)
 
 # %% ../nbs/reference/cli.ipynb #e0e06f8b
 def show_run(run_dir: Path) -> dict:
     "Status, configuration, the data it read (source, format, columns, label aliases, split sizes), metrics and files of one run."
-    read = lambda n: runs.read_json(run_dir / n, default={}) if (run_dir / n).is_file() else None
+    read = lambda n: jobs.read_json(run_dir / n, default={}) if (run_dir / n).is_file() else None
     manifest = read("manifest.json") or {}
     data = {k: manifest[k] for k in ("source", "read", "counts", "seed") if k in manifest} or None
-    return dict(run=str(run_dir), status=runs.read_status(run_dir), config=(read("config.json") or {}).get("config"), data=data,
-                metrics=read("metrics.json"), eval=read("eval.json"), checkpoint=str(runs.last_checkpoint(run_dir) or ""),
+    return dict(run=str(run_dir), status=jobs.read_status(run_dir), config=(read("config.json") or {}).get("config"), data=data,
+                metrics=read("metrics.json"), eval=read("eval.json"), checkpoint=str(last_checkpoint(run_dir) or ""),
                 files=sorted(p.name for p in run_dir.iterdir()))
 
 def cancel_run(run_dir: Path, wait: float = 120) -> int:
     "Ask a run to stop, wait until it has saved a checkpoint and ended, and print its final status."
-    st = runs.read_status(run_dir)
+    st = jobs.read_status(run_dir)
     if st["status"] not in ("created", "running"): raise InputError(f"{run_dir.name} is not running (status {st['status']}); nothing to cancel.")
-    runs.request_cancel(run_dir)
+    jobs.request_cancel(run_dir)
     deadline = time.monotonic() + wait
-    while runs.read_status(run_dir)["status"] in ("created", "running") and time.monotonic() < deadline: time.sleep(0.5)
-    st = runs.read_status(run_dir)
-    print(f"{run_dir.name}: {st['status']}" + (f" (checkpoint {runs.last_checkpoint(run_dir).name})" if runs.last_checkpoint(run_dir) else ""))
+    while jobs.read_status(run_dir)["status"] in ("created", "running") and time.monotonic() < deadline: time.sleep(0.5)
+    st = jobs.read_status(run_dir)
+    print(f"{run_dir.name}: {st['status']}" + (f" (checkpoint {last_checkpoint(run_dir).name})" if last_checkpoint(run_dir) else ""))
     return 0
 
 # %% ../nbs/reference/cli.ipynb #7a110763
@@ -295,23 +296,23 @@ def format_comparison(result: dict) -> str:
 
 def demo_budget(profile: str) -> dict:
     "The profile's demo budget from settings.ini (`demo_max_steps`, `demo_eval_steps`, `demo_eval_limit`), as `TrainConfig` overrides."
-    from domaintune_course.config import _convert, read_settings
+    from domaintune_course.config import convert_setting, read_settings
     s = read_settings()
     sec = s[profile] if s.has_section(profile) else {}
-    return {k.removeprefix("demo_"): _convert(k, sec[k], int) for k in ("demo_max_steps", "demo_eval_steps", "demo_eval_limit") if k in sec}
+    return {k.removeprefix("demo_"): convert_setting(k, sec[k], int) for k in ("demo_max_steps", "demo_eval_steps", "demo_eval_limit") if k in sec}
 
 def cmd_demo(args) -> int:
     "Train the Q&A task on the bundled data, evaluate it, and print before/after."
     profile = args.profile or os.environ.get("DOMAINTUNE_PROFILE") or "cpu"
     cfg = make_config("qa", profile, model=args.model, **(demo_budget(profile) | ({"max_steps": args.max_steps} if args.max_steps else {})))
     check_model(cfg.model)
-    run_dir = runs.create_run(cfg, None, args.out or args.runs_dir)
-    runs.save_config(run_dir, cfg)
+    run_dir = jobs.create_run(cfg, None, args.out or args.runs_dir)
+    jobs.save_config(run_dir, cfg)
     print(f"Training {cfg.model} on the bundled Q&A data ({cfg.max_steps} steps, profile {profile}) in {run_dir}", flush=True)
     execute(run_dir)
-    if runs.read_status(run_dir)["status"] != "succeeded": print(f"The run ended {runs.read_status(run_dir)['status']}."); return 1
+    if jobs.read_status(run_dir)["status"] != "succeeded": print(f"The run ended {jobs.read_status(run_dir)['status']}."); return 1
     result = task_module("qa").evaluate(run_dir, None, None)
-    runs.atomic_write_json(run_dir / "eval.json", result)
+    jobs.atomic_write_json(run_dir / "eval.json", result)
     print(format_comparison(result))
     t = result.get("generation_time", {})
     if t: print("generation: " + ", ".join(f"{k} {v['seconds']:.0f} s ({v['examples_per_second']:.2f} questions/s)" for k, v in t.items() if isinstance(v, dict)))
@@ -322,9 +323,9 @@ def cmd_demo(args) -> int:
 # %% ../nbs/reference/cli.ipynb #0598de04
 def cmd_serve(args) -> int:
     "Serve a finished run on an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions) until interrupted."
-    from domaintune_course import serve
+    from domaintune_course import server
     d = _trained_run(args.run, args.runs_dir)
-    serve.serve(d, args.host, args.port, args.name, args.merge, args.api_key or os.environ.get("DOMAINTUNE_API_KEY"))
+    server.serve(d, args.host, args.port, args.name, args.merge, args.api_key or os.environ.get("DOMAINTUNE_API_KEY"))
     return 0
 
 def _serve_parser(sub):

@@ -7,14 +7,15 @@ Docs: https://domaintune-course.github.io/domaintune-course/concepts.html.md"""
 # %% auto #0
 __all__ = ['GPUS', 'GPU_PROFILE', 'LEARNING_RATES', 'parameter_breakdown', 'lora_parameters', 'estimate_memory',
            'saved_activation_bytes', 'fits', 'fit_table', 'measured_footprint_mb', 'measure_strategy',
-           'plot_strategies', 'ModelShape', 'SHAPES', 'NF4_BYTES', 'OPTIMIZER_BYTES']
+           'plot_strategies']
 
 # %% ../nbs/00_concepts.ipynb #76d5920f
 import gc, statistics
 from .config import InputError, make_config
 from .costs import ModelShape, SHAPES, NF4_BYTES, OPTIMIZER_BYTES  # shapes and bytes: reference/costs
-from .costs import _activations, _batches, _check, _release, _shape, _steps, _val_loss, _weights_and_trainable
-_all_ = ["ModelShape", "SHAPES", "NF4_BYTES", "OPTIMIZER_BYTES"]
+from .costs import activation_bytes, qa_batches, check_estimator_args, release_memory, model_shape, timed_steps, mean_val_loss, weights_and_trainable
+from .training import peak_memory
+from .generation import inference_device
 
 # %% ../nbs/00_concepts.ipynb #2e4b850c
 def parameter_breakdown(model) -> dict:
@@ -56,11 +57,11 @@ def estimate_memory(model, # a registry name (`SHAPES`), a `ModelShape`, or a pa
                     attention: str = "sdpa", # sdpa (fused kernels) | eager (keeps the s x s probabilities)
                    ) -> dict:
     "Estimated training memory per device, in GiB, by part: weights, gradients, optimizer, activations, logits, total."
-    s = _shape(model); _check(device, attention)
-    weights, trainable = _weights_and_trainable(s, strategy, precision, lora_r, trainable_blocks)
+    s = model_shape(model); check_estimator_args(device, attention)
+    weights, trainable = weights_and_trainable(s, strategy, precision, lora_r, trainable_blocks)
     grads, optim = trainable * 4, trainable * OPTIMIZER_BYTES.get(optimizer, 8)
     shard = lambda x, stage: x / world_size if zero_stage >= stage else x
-    acts, logits = _activations(s, strategy, precision, batch_size, seq_len, gradient_checkpointing, trainable_blocks, lora_dropout, device, attention)
+    acts, logits = activation_bytes(s, strategy, precision, batch_size, seq_len, gradient_checkpointing, trainable_blocks, lora_dropout, device, attention)
     parts = dict(weights=shard(weights, 3), gradients=shard(grads, 2), optimizer=shard(optim, 1), activations=acts, logits=logits)
     gib = {k: v / 2**30 for k, v in parts.items()}
     return gib | dict(total=sum(gib.values()), trainable_params=int(trainable))
@@ -97,7 +98,7 @@ def fits(model, # a registry name, a `ModelShape` or a parameter count
     b = dict(precision=cfg.precision, batch_size=cfg.batch_size, seq_len=cfg.max_length, gradient_checkpointing=cfg.gradient_checkpointing,
              optimizer=cfg.optimizer, lora_r=cfg.lora_r) | budget
     need = estimate_memory(model, strategy, **b)["total"] + overhead_gb
-    return dict(model=getattr(_shape(model), "name", str(model)), gpu=gpu, strategy=strategy, need_gb=round(need, 1),
+    return dict(model=getattr(model_shape(model), "name", str(model)), gpu=gpu, strategy=strategy, need_gb=round(need, 1),
                 capacity_gb=GPUS[gpu], fits=need <= GPUS[gpu])
 
 # %% ../nbs/00_concepts.ipynb #92373452
@@ -119,10 +120,10 @@ def measured_footprint_mb(strategy: str = "qlora", # lora (fp32 base) or qlora (
                           model: str = "smollm2-135m", # registry name
                          ) -> float:
     "The loaded model's weight memory in MB (`get_memory_footprint`), before adapters."
-    from domaintune_course.qlora import _load_base
+    from domaintune_course.qlora import load_base
     from domaintune_course.models import load_tokenizer
     cfg = make_config("qa", "cpu", model=model, strategy=strategy, precision="fp32")
-    m = _load_base(cfg, load_tokenizer(model))
+    m = load_base(cfg, load_tokenizer(model))
     mb = m.get_memory_footprint() / 2**20
     del m; gc.collect()
     return mb
@@ -138,21 +139,21 @@ def measure_strategy(strategy: str, # full | frozen | lora | qlora
                     ) -> dict:
     "Train `strategy` for `steps` steps; return parameters, memory, time per step and validation loss before and after."
     import torch
-    from domaintune_course.qlora import inference_device, load_for_training, peak_memory, trainable_report
-    _release()
+    from domaintune_course.qlora import load_for_training, trainable_report
+    release_memory()
     cfg = make_config("qa", "cpu", model=model, strategy=strategy, precision="fp32", seed=seed, max_length=max_length,
                       gradient_checkpointing=False, extra=dict(trainable_blocks=trainable_blocks))
     m, tok = load_for_training(cfg)
     device = inference_device()  # the GPU only where this PyTorch build can run it
     if strategy != "qlora": m.to(device)
-    train_b, val_b = (_batches(tok, recs, batch_size, max_length, device) for recs in (train_records[:steps * batch_size], val_records))
-    before = _val_loss(m, val_b)
-    with peak_memory() as mem: times = _steps(m, train_b, LEARNING_RATES[strategy])
+    train_b, val_b = (qa_batches(tok, recs, batch_size, max_length, device) for recs in (train_records[:steps * batch_size], val_records))
+    before = mean_val_loss(m, val_b)
+    with peak_memory() as mem: times = timed_steps(m, train_b, LEARNING_RATES[strategy])
     rep, model_mb = trainable_report(m), m.get_memory_footprint() / 2**20
     out = dict(strategy=strategy, trainable_params=rep["trainable"], trainable_percent=rep["percent"], model_memory_mb=round(model_mb),
                training_memory_mb=round(model_mb + max(mem["delta_mb"], 0)), step_seconds=round(statistics.median(times[1:] or times), 2),
-               val_loss_before=round(before, 3), val_loss_after=round(_val_loss(m, val_b), 3))
-    del m; _release()
+               val_loss_before=round(before, 3), val_loss_after=round(mean_val_loss(m, val_b), 3))
+    del m; release_memory()
     return out
 
 # %% ../nbs/00_concepts.ipynb #af44737c

@@ -7,8 +7,9 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/config.htm
 # %% auto #0
 __all__ = ['TASKS', 'PROFILES', 'GPU_NAMES', 'MIN_GPU_GB', 'NOT_PROFILES', 'REHEARSAL_ENV', 'REHEARSAL_CAPS', 'InputError',
            'packaged_settings', 'find_settings', 'read_settings', 'profile_for_device', 'build_runs_on', 'hardware',
-           'cuda_usable', 'gpu_advice', 'detect_profile', 'gpu_cell', 'TrainConfig', 'profile_values', 'rehearsal_on',
-           'rehearse', 'rehearsal_cap', 'rehearsal_records', 'make_config', 'runs_dir', 'cache_dir']
+           'cuda_usable', 'gpu_advice', 'detect_profile', 'gpu_cell', 'TrainConfig', 'convert_setting',
+           'profile_values', 'rehearsal_on', 'rehearse', 'rehearsal_cap', 'rehearsal_records', 'make_config',
+           'runs_dir', 'cache_dir']
 
 # %% ../nbs/reference/config.ipynb #7a5a51ab
 import configparser, dataclasses, os, re
@@ -166,7 +167,7 @@ class TrainConfig:
 # %% ../nbs/reference/config.ipynb #40c4e0f1
 _BOOL = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 
-def _convert(name: str, raw: str, kind: type):
+def convert_setting(name: str, raw: str, kind: type):
     "Convert a settings value to the field's type, naming the key when it cannot be."
     try:
         if kind is bool: return _BOOL[raw.strip().lower()]
@@ -200,7 +201,7 @@ def profile_values(task: str, # qa | classify | summarize
     for name, kind in _TYPES.items():
         if name in ("task", "profile", "extra"): continue
         key = next((k for k in _keys(task, name, lesson) if k in sec), None)
-        if key is not None: out[name] = _convert(key, sec[key], kind)
+        if key is not None: out[name] = convert_setting(key, sec[key], kind)
     return out
 
 # %% ../nbs/reference/config.ipynb #c8b485f8
@@ -218,7 +219,7 @@ def rehearse(vals: dict, # a profile's values for one task (`profile_values`)
     caps, out = (settings["rehearsal"] if "rehearsal" in settings else {}), dict(vals)
     for name in REHEARSAL_CAPS:
         if name not in caps or (name == "max_steps" and out.get(name) == -1): continue
-        cap = _convert(name, caps[name], _TYPES[name])
+        cap = convert_setting(name, caps[name], _TYPES[name])
         out[name] = cap if out.get(name) is None else min(out[name], cap)
     return out, {k: int(caps[k]) for k in ("records", "new_tokens") if k in caps}
 

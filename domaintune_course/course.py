@@ -164,7 +164,8 @@ def _load_s(params: float, loads: int, first: bool) -> float:
 # %% ../nbs/reference/course.ipynb #5132d5eb
 def _peak_gb(cfg, data: TaskData, trains: bool, answers: bool) -> float | None:
     "Estimated peak GPU memory (GiB) of training with `cfg` and answering with its model; None without a shape in lesson 00."
-    from domaintune_course.concepts import SHAPES, estimate_memory
+    from domaintune_course.costs import SHAPES
+    from domaintune_course.concepts import estimate_memory
     s, length = SHAPES.get(cfg.model), min(data.longest, cfg.max_length)
     if s is None: return None
     mem = estimate_memory(s, cfg.strategy, cfg.precision, cfg.batch_size, length, cfg.gradient_checkpointing, cfg.optimizer,

@@ -6,16 +6,16 @@ Docs: https://domaintune-course.github.io/domaintune-course/data.html.md"""
 
 # %% auto #0
 __all__ = ['BUNDLED', 'DEFAULT_BLOCKLIST', 'MIN_WORDS', 'SPLITS', 'BLURB', 'END_MARKER', 'PROMPT_TEMPLATES', 'OUTPUT_FILES',
-           'bundled_path', 'load_task_data', 'normalise_text', 'prompt_key', 'duplicate_prompts', 'shingles', 'jaccard',
-           'similar_pairs', 'max_similarity', 'clean_records', 'fingerprint', 'label_maps', 'split_records',
+           'bundled_path', 'load_task_data', 'prompt_key', 'duplicate_prompts', 'shingles', 'jaccard', 'similar_pairs',
+           'max_similarity', 'prompt_report', 'clean_records', 'fingerprint', 'label_maps', 'split_records',
            'build_prompt', 'as_record', 'build_example', 'cut_at_end', 'prepare_data', 'read_splits', 'format_report',
            'DataError', 'TASK_FIELDS', 'SENTIMENT_LABELS', 'read_records', 'read_source', 'describe_read',
            'sentiment_label', 'normalise_labels', 'FORMATS', 'NOT_DATA', 'ARCHIVES', 'SHEETS', 'QUOTE_FIX',
            'TEXT_COLUMNS', 'LABEL_COLUMNS', 'QA_LAYOUTS', 'QA_FIX', 'ROLES', 'SENTIMENT_ALIASES', 'KEEP', 'FIELD_NAMES',
-           'carve_validation', 'read_aclimdb', 'load_imdb', 'load_dialogsum', '_imdb_records', '_dialogsum_records']
+           'normalise_text']
 
 # %% ../nbs/01_data.ipynb #3a04d9f2
-import hashlib, json, random, re, unicodedata
+import hashlib, json, random, re
 from collections import Counter, defaultdict
 from importlib import resources
 from pathlib import Path
@@ -25,22 +25,17 @@ from .config import InputError
 from .formats import (
     DataError, TASK_FIELDS, SENTIMENT_LABELS, read_records, read_source, describe_read, sentiment_label, normalise_labels,
     FORMATS, NOT_DATA, ARCHIVES, SHEETS, QUOTE_FIX, TEXT_COLUMNS, LABEL_COLUMNS, QA_LAYOUTS, QA_FIX, ROLES, SENTIMENT_ALIASES,
-    KEEP, FIELD_NAMES, _check_task, _publish, _write_jsonl)
+    KEEP, FIELD_NAMES, normalise_text, check_task, publish_files, write_json, write_jsonl)
 _all_ = ["DataError", "TASK_FIELDS", "SENTIMENT_LABELS", "read_records", "read_source", "describe_read", "sentiment_label",
          "normalise_labels", "FORMATS", "NOT_DATA", "ARCHIVES", "SHEETS", "QUOTE_FIX", "TEXT_COLUMNS", "LABEL_COLUMNS",
-         "QA_LAYOUTS", "QA_FIX", "ROLES", "SENTIMENT_ALIASES", "KEEP", "FIELD_NAMES"]
-
-# %% ../nbs/01_data.ipynb #4a709737
-from .formats import (
-    carve_validation, read_aclimdb, load_imdb, load_dialogsum, _imdb_records, _dialogsum_records)
-_all_ = ["carve_validation", "read_aclimdb", "load_imdb", "load_dialogsum", "_imdb_records", "_dialogsum_records"]
+         "QA_LAYOUTS", "QA_FIX", "ROLES", "SENTIMENT_ALIASES", "KEEP", "FIELD_NAMES", "normalise_text"]
 
 # %% ../nbs/01_data.ipynb #db2d7c98
 BUNDLED = {"qa": "chronic_care_qa.jsonl", "classify": "movie_reviews.csv", "summarize": "dialogues.jsonl"}
 
 def bundled_path(task: str) -> Path:
     "The task's bundled data file inside the package."
-    return Path(str(resources.files("domaintune_course") / "data" / BUNDLED[_check_task(task)]))
+    return Path(str(resources.files("domaintune_course") / "data" / BUNDLED[check_task(task)]))
 
 # %% ../nbs/01_data.ipynb #025c098b
 def load_task_data(task: str, # qa | classify | summarize
@@ -49,15 +44,6 @@ def load_task_data(task: str, # qa | classify | summarize
                   ) -> list[dict]:
     "Validated, normalised records of `path`, or of the task's bundled data set."
     return read_records(path or bundled_path(task), task, **kwargs)
-
-# %% ../nbs/01_data.ipynb #9e529e23
-def normalise_text(text: str) -> str:
-    "NFC Unicode, `<br />` as newlines, single spaces, trimmed lines, at most one blank line."
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"<br\s*/?>", "\n", text, flags=re.I)
-    text = re.sub(r"[ \t\u00a0\u2000-\u200b\u3000]+", " ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 # %% ../nbs/01_data.ipynb #35576466
 def prompt_key(text: str) -> str:
@@ -149,7 +135,9 @@ def _dedupe(records, task, threshold):
     return [r for i, r in enumerate(kept) if i not in near], exact, [kept[i]["id"] for i in sorted(near)]
 
 # %% ../nbs/01_data.ipynb #8da82de5
-def _prompt_report(records, task) -> dict:
+def prompt_report(records: list[dict], # normalised records
+                  task: str, # qa | classify | summarize
+                 ) -> dict:
     "Groups of records that share a prompt, the records they hold, and (classify) the groups whose labels disagree."
     groups, label = duplicate_prompts(records, task), {r["id"]: r.get("label") for r in records}
     conflicts = [ids for ids in groups if len({label[i] for i in ids}) > 1]
@@ -167,10 +155,10 @@ def clean_records(records: list[dict], # normalised records from `read_records`
                  ) -> tuple[list[dict], dict]:
     "Cleaned records and a report of what cleaning did and which kept records share a prompt, ending with a few records to read."
     patterns = list(DEFAULT_BLOCKLIST) + list(blocklist or [])
-    kept, changed, short, blocked, counts = _screen(records, _check_task(task), patterns, min_words or MIN_WORDS[task])
+    kept, changed, short, blocked, counts = _screen(records, check_task(task), patterns, min_words or MIN_WORDS[task])
     kept, exact, near = _dedupe(kept, task, near_threshold)
     report = dict(task=task, records_in=len(records), records_out=len(kept), whitespace_normalised=changed,
-                  too_short=len(short), exact_duplicates=len(exact), **_prompt_report(kept, task),
+                  too_short=len(short), exact_duplicates=len(exact), **prompt_report(kept, task),
                   near_duplicates=len(near), near_threshold=near_threshold,
                   blocked={p: counts[p] for p in patterns}, blocked_total=len(blocked),
                   dropped=dict(too_short=short, blocked=blocked, exact_duplicates=exact, near_duplicates=near))
@@ -250,7 +238,7 @@ def split_records(records: list[dict], # normalised records
                   fractions: tuple = (0.7, 0.15, 0.15), # train, validation, test
                  ) -> tuple[dict, dict]:
     "Deterministic train/validation/test splits (stratified for classify; paraphrase groups and shared prompts kept whole) and their manifest."
-    _check_task(task)
+    check_task(task)
     if abs(sum(fractions) - 1) > 1e-6 or len(fractions) != 3: raise InputError(f"fractions {fractions}: give three numbers that sum to 1.")
     unit_of = _unit_keys(records, task)
     parts = _stratified(records, unit_of, seed, fractions) if task == "classify" else _fill(_units(records, unit_of, seed), _targets(len(records), fractions))
@@ -271,7 +259,7 @@ PROMPT_TEMPLATES = {
 
 def _input(task: str, record: dict) -> str:
     "The record's input field for `task`."
-    return record[TASK_FIELDS[_check_task(task)][0]]
+    return record[TASK_FIELDS[check_task(task)][0]]
 
 def _answer(task: str, record: dict) -> str:
     "The record's target field for `task`."
@@ -311,7 +299,7 @@ def as_record(task: str, # qa | classify | summarize
               id: str = "input", # an id for the record
              ) -> dict:
     "A record holding only the task's input field, for prompting a model with new text."
-    return {"id": id, TASK_FIELDS[_check_task(task)][0]: text}
+    return {"id": id, TASK_FIELDS[check_task(task)][0]: text}
 
 # %% ../nbs/01_data.ipynb #f275108a
 def _chat_completion(tokenizer, task, record, prompt, labels=None, instruction=None) -> str:
@@ -349,9 +337,8 @@ OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json"
 
 def _write_prepared(splits: dict, manifest: dict, report: dict, out_dir: Path):
     "Write the splits as JSON Lines, manifest.json and report.json into `out_dir`, atomically."
-    dump = lambda obj: (lambda p: p.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8"))
-    files = {f"{k}.jsonl": (lambda p, rows=v: _write_jsonl(rows, p)) for k, v in splits.items()}
-    _publish(files | {"manifest.json": dump(manifest), "report.json": dump(report)}, out_dir)
+    files = {f"{k}.jsonl": (lambda p, rows=v: write_jsonl(rows, p)) for k, v in splits.items()}
+    publish_files(files | {"manifest.json": lambda p: write_json(manifest, p), "report.json": lambda p: write_json(report, p)}, out_dir)
 
 # %% ../nbs/01_data.ipynb #cde63bf8
 def prepare_data(task: str, # qa | classify | summarize

@@ -1,4 +1,4 @@
-"""JSON Lines, JSON arrays, CSV/TSV and parquet; encodings, layouts, label aliases, the wrong files users pass and the public data sets' own layouts, each bad case with an error that names the line and the fix.
+"""JSON Lines, JSON arrays, CSV/TSV and parquet; encodings, layouts, label aliases, the wrong files users pass and the public data sets' own layouts, each bad case with an error that names the line and the fix; text normalising, and the atomic JSON writers and readers every module uses.
 
 Docs: https://domaintune-course.github.io/domaintune-course/reference/formats.html.md"""
 
@@ -6,12 +6,13 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/formats.ht
 
 # %% auto #0
 __all__ = ['TASK_FIELDS', 'FORMATS', 'NOT_DATA', 'ARCHIVES', 'SHEETS', 'QUOTE_FIX', 'TEXT_COLUMNS', 'LABEL_COLUMNS',
-           'SENTIMENT_LABELS', 'QA_LAYOUTS', 'QA_FIX', 'ROLES', 'SENTIMENT_ALIASES', 'KEEP', 'FIELD_NAMES', 'DataError',
-           'sentiment_label', 'normalise_labels', 'read_source', 'read_records', 'describe_read', 'carve_validation',
-           'read_aclimdb', 'load_imdb', 'load_dialogsum']
+           'SENTIMENT_LABELS', 'QA_LAYOUTS', 'QA_FIX', 'ROLES', 'SENTIMENT_ALIASES', 'KEEP', 'FIELD_NAMES',
+           'check_task', 'DataError', 'sentiment_label', 'normalise_labels', 'read_source', 'read_records',
+           'describe_read', 'normalise_text', 'atomic_write_text', 'write_json', 'write_jsonl', 'read_json',
+           'read_jsonl', 'publish_files', 'read_aclimdb', 'imdb_records', 'dialogsum_records']
 
 # %% ../nbs/reference/formats.ipynb #d7cca19b
-import csv, io, json, os, re, tempfile
+import csv, io, json, os, re, tempfile, unicodedata
 from collections import Counter
 from pathlib import Path
 from .config import InputError
@@ -19,7 +20,8 @@ from .config import InputError
 # %% ../nbs/reference/formats.ipynb #202142ec
 TASK_FIELDS = {"qa": ("prompt", "completion"), "classify": ("text", "label"), "summarize": ("dialogue", "summary")}
 
-def _check_task(task: str) -> str:
+def check_task(task: str, # qa | classify | summarize
+              ) -> str:
     "Return `task` if known, else raise an `InputError` listing the tasks."
     if task not in TASK_FIELDS: raise InputError(f"Unknown task {task!r}: choose one of {', '.join(TASK_FIELDS)}.")
     return task
@@ -394,7 +396,7 @@ def read_source(path, # a .jsonl/.json, .csv/.tsv or .parquet file
                 labels=None, # for classify: the allowed labels (default: any; positive/negative for a `sentiment` column)
                ) -> tuple[list[dict], dict]:
     "Validated, normalised records from a data file, and what was read: format, layout, columns mapped, label aliases, counts."
-    path, task = _check_file(path), _check_task(task)
+    path, task = _check_file(path), check_task(task)
     rows, columns, fmt = _rows(path)
     names = _renames(columns)
     rows = [(line, {names.get(k, k): v for k, v in row.items()}) for line, row in rows]
@@ -429,12 +431,65 @@ def describe_read(read: dict, # the `read` entry of a report or manifest (from `
     if read.get("label_aliases"): parts.append("labels normalised " + ", ".join(f"{a} -> {l}" for a, l in read["label_aliases"].items()))
     return "; ".join(parts)
 
-# %% ../nbs/reference/formats.ipynb #7c3409c0
-def _write_jsonl(rows, path: Path):
-    "Rows as JSON Lines."
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+# %% ../nbs/reference/formats.ipynb #9e529e23
+def normalise_text(text: str, # any text: a review, a question, a dialogue
+                  ) -> str:
+    "NFC Unicode, `<br />` as newlines, single spaces, trimmed lines, at most one blank line."
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"<br\s*/?>", "\n", text, flags=re.I)
+    text = re.sub(r"[ \t\u00a0\u2000-\u200b\u3000]+", " ", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
 
-def _publish(files: dict, out_dir: Path):
+# %% ../nbs/reference/formats.ipynb #7c3409c0
+def atomic_write_text(path: Path | str, # the file to (re)write
+                      text: str, # its new content, written as it is (no newline translation)
+                     ) -> Path:
+    "Write `text` to `path` through a temporary file and a rename, so readers never see half a file."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return path
+
+# %% ../nbs/reference/formats.ipynb #769282ad
+def write_json(obj, # what `json.dumps` takes; anything else (a `Path`) is written as its `str`
+               path: Path | str, # the file to (re)write
+              ) -> Path:
+    "Write `obj` as indented JSON, atomically."
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+
+def write_jsonl(rows: list[dict], # one JSON object per line
+                path: Path | str, # the file to (re)write
+               ) -> Path:
+    "Write `rows` as JSON Lines, atomically."
+    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+# %% ../nbs/reference/formats.ipynb #9b9a93aa
+def read_json(path: Path | str, # a JSON file
+              default=None, # returned when the file does not exist (None: it must exist)
+             ):
+    "Read a JSON file; a missing (without `default`) or broken file is an `InputError` naming it."
+    path = Path(path)
+    if not path.is_file():
+        if default is not None: return default
+        raise InputError(f"{path}: file not found.")
+    try: return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e}). Restore or delete the file.") from None
+
+def read_jsonl(path: Path | str, # a JSON Lines file the course wrote (a split, a run's rows)
+              ) -> list[dict]:
+    "Rows of a JSON Lines file the course wrote; blank lines skipped."
+    return [json.loads(l) for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
+
+# %% ../nbs/reference/formats.ipynb #c9494406
+def publish_files(files: dict, # {file name: a function that writes that file at the path it is given}
+                  out_dir: Path, # the directory that receives them
+                 ) -> None:
     "Write {name: content} into a temporary sibling of `out_dir`, then move each file into place atomically."
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
@@ -443,22 +498,10 @@ def _publish(files: dict, out_dir: Path):
     for name in files: os.replace(tmp_dir / name, out_dir / name)
     tmp_dir.rmdir()
 
-# %% ../nbs/reference/formats.ipynb #91215680
-def carve_validation(train: list[dict], # the source's training records
-                     task: str, # classify for IMDb (stratified)
-                     fraction: float = 0.15, # share of train that becomes validation
-                     seed: int = 42,
-                    ) -> tuple[list[dict], list[dict]]:
-    "Split a source's train set into train and validation, deterministically (stratified for classify)."
-    from domaintune_course.data import split_records
-    splits, _ = split_records(train, task, seed, (1 - fraction, fraction, 0.0))
-    return splits["train"], splits["validation"]
-
 # %% ../nbs/reference/formats.ipynb #5ea01d99
 def read_aclimdb(root, # the `aclImdb` folder (with train/pos, train/neg, test/pos, test/neg)
                 ) -> dict[str, list[dict]]:
     "The original IMDb release as train/test records (`unsup` is skipped)."
-    from domaintune_course.data import normalise_text
     root = Path(root).expanduser()
     need = [root / s / l for s in ("train", "test") for l in ("pos", "neg")]
     missing = [str(d.relative_to(root)) for d in need if not d.is_dir()]
@@ -470,55 +513,17 @@ def read_aclimdb(root, # the `aclImdb` folder (with train/pos, train/neg, test/p
                       for lab in ("neg", "pos") for f in sorted((root / split / lab).glob("*.txt"))]
     return out
 
-# %% ../nbs/reference/formats.ipynb #232e1b8a
-def _hub_dataset(name: str, what: str):
-    "A hub data set via `datasets`, or an `InputError` naming the offline alternative."
-    from domaintune_course.models import hub_reachable
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    if not (hub_reachable() or offline):
-        raise InputError(f"The Hugging Face data set {name!r} is not reachable from here (no connection to the hub). "
-                         f"Fix: run where the hub is reachable (Colab, Kaggle), or pass {what}.")
-    from datasets import load_dataset
-    try: return load_dataset(name)
-    except Exception as e: raise InputError(f"Could not load {name!r} from the hub or its cache ({type(e).__name__}: {e}). Fix: pass {what}.") from e
-
 # %% ../nbs/reference/formats.ipynb #ba3b9de4
-def _imdb_records(ds) -> dict[str, list[dict]]:
+def imdb_records(ds, # a `datasets.DatasetDict` with train and test
+                ) -> dict[str, list[dict]]:
     "train/test records from a `datasets.DatasetDict` in the hub's imdb layout (text; label 0/1 named neg/pos)."
-    from domaintune_course.data import normalise_text
     names = ds["train"].features["label"].names
     name = lambda i: {"neg": "negative", "pos": "positive"}.get(names[i], names[i])
     return {s: [dict(id=f"{s}-{i}", text=normalise_text(r["text"]), label=name(r["label"])) for i, r in enumerate(ds[s])]
             for s in ("train", "test")}
 
-def _dialogsum_records(ds) -> dict[str, list[dict]]:
+def dialogsum_records(ds, # a `datasets.DatasetDict` with train, validation and test
+                     ) -> dict[str, list[dict]]:
     "train/validation/test records from a `datasets.DatasetDict` in the hub's dialogsum layout."
     return {s: [dict(id=str(r.get("id") or f"{s}-{i}"), **_summarize_fields(r)) for i, r in enumerate(ds[s])]
             for s in ("train", "validation", "test")}
-
-# %% ../nbs/reference/formats.ipynb #00d1e206
-def load_imdb(source=None, # None: the hub's `stanfordnlp/imdb`; a .csv: the Kaggle layout; a folder: `aclImdb/`
-              seed: int = 42,
-              validation_fraction: float = 0.15, # carved from train when the source has no validation split
-             ) -> dict[str, list[dict]]:
-    "IMDb as train/validation/test records with labels negative/positive."
-    from domaintune_course.data import normalise_text, split_records
-    if source is not None and Path(source).suffix.lower() in (".csv", ".parquet"):
-        recs = [dict(r, text=normalise_text(r["text"])) for r in read_records(source, "classify")]
-        return split_records(recs, "classify", seed)[0]
-    if source is not None: splits = read_aclimdb(source)
-    else: splits = _imdb_records(_hub_dataset("stanfordnlp/imdb", "the Kaggle 'IMDB Dataset.csv' or an aclImdb/ folder as source"))
-    train, val = carve_validation(splits["train"], "classify", validation_fraction, seed)
-    return dict(train=train, validation=val, test=splits["test"])
-
-# %% ../nbs/reference/formats.ipynb #613d145e
-def load_dialogsum(source=None, # None: the hub's `knkarthick/dialogsum`; a folder: the original release's .jsonl files
-                  ) -> dict[str, list[dict]]:
-    "DialogSum as train/validation/test records; the original test set keeps its three references."
-    if source is None:
-        return _dialogsum_records(_hub_dataset("knkarthick/dialogsum", "a folder with dialogsum.train.jsonl, dialogsum.dev.jsonl and dialogsum.test.jsonl"))
-    root = Path(source).expanduser()
-    files = {s: root / f"dialogsum.{f}.jsonl" for s, f in (("train", "train"), ("validation", "dev"), ("test", "test"))}
-    missing = [p.name for p in files.values() if not p.is_file()]
-    if missing: raise InputError(f"{root}: missing {', '.join(missing)}. Fix: point at the DialogSum_Data folder of the original release.")
-    return {s: read_records(p, "summarize") for s, p in files.items()}

@@ -7,8 +7,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/models.htm
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'REGISTRY', 'TOKENIZER_FILES', 'ModelSpec', 'package_dir', 'available_offline', 'convert_gguf',
            'offline_dir', 'hub_reachable', 'snapshot_missing', 'convert_pickle', 'resolve_model', 'load_permissions',
-           'load_tokenizer', 'load_model', 'inference_device', 'versions', 'platform_name', 'environment',
-           'setup_report']
+           'load_tokenizer', 'load_model', 'versions', 'platform_name', 'environment', 'setup_report']
 
 # %% ../nbs/reference/models.ipynb #f79ee445
 import importlib.util, json, os, pickle, shutil, socket, tempfile, zipfile
@@ -286,12 +285,6 @@ def load_model(name: str, # registry name, local directory or hub id
         if "safetensors" in str(e).lower() and not allow_pickle:
             raise InputError(f"{path} has no safetensors weights; pickle checkpoints are refused. Convert it, or pass allow_pickle=True / --allow-pickle if you trust it.") from e
         raise
-
-# %% ../nbs/reference/models.ipynb #17c82c73
-def inference_device() -> "torch.device":
-    "Where evaluation and generation run: the GPU when this PyTorch build can run it (`config.cuda_usable`), else the CPU."
-    import torch
-    return torch.device("cuda" if cuda_usable() else "cpu")
 
 # %% ../nbs/reference/models.ipynb #11dda5ca
 def versions() -> dict:

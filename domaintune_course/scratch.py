@@ -18,7 +18,8 @@ from .config import TrainConfig, cuda_usable
 from .models import load_model, load_permissions
 from .qlora import lora_targets
 from .batching import CompletionCollator, course_trainer
-from .training import compute_dtype, keep_trainable_layout, length_batches, one_device, plain_linear_layers, training_arguments
+from .training import compute_dtype, keep_trainable_layout, one_device, plain_linear_layers, training_arguments
+from .generation import length_batches
 
 # %% ../nbs/01b_lora_nf4.ipynb #7f3a12f6
 def first_adapted_layer(model) -> tuple[str, nn.Linear]:

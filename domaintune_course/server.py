@@ -35,17 +35,12 @@ class Served:
 def prompt_settings(run_dir: Path | str, # a finished qa or summarize run
                    ) -> dict:
     "The task, prompt style and answer budget `domaintune generate` uses for a run."
-    from domaintune_course.runs import load_run_config
+    from domaintune_course.jobs import load_run_config
+    import importlib
     task = load_run_config(run_dir).task
-    if task == "qa":
-        from domaintune_course.tasks import qa
-        from domaintune_course.qlora import finetune_config
-        return dict(task=task, style=qa.PROMPT_STYLE, max_new_tokens=qa._answer_budget(finetune_config(run_dir)))
-    if task == "summarize":
-        from domaintune_course.tasks import summarize
-        gen = summarize._generation(Path(run_dir))
-        return dict(task=task, style=gen["style"], max_new_tokens=gen["max_new_tokens"])
-    raise InputError(f"{run_dir}: a {task} run has no prompt: only qa and summarize runs generate text.")
+    settings = getattr(importlib.import_module(f"domaintune_course.tasks.{task}"), "prompt_settings", None)  # the task contract
+    if settings is None: raise InputError(f"{run_dir}: a {task} run has no prompt: only qa and summarize runs generate text.")
+    return dict(task=task) | settings(run_dir)
 
 # %% ../nbs/reference/server.ipynb #97200800
 def _classifier(run_dir: Path, name: str) -> Served:
@@ -60,7 +55,7 @@ def load_run(run_dir: Path | str, # a finished run directory
              merge: bool = False, # merge a LoRA adapter into full-precision base weights (faster; the last digits of the logits change)
             ) -> Served:
     "Load a finished run's model once, with its task, prompt style, answer budget and context length."
-    from domaintune_course.runs import load_run_config, read_status
+    from domaintune_course.jobs import load_run_config, read_status
     run_dir = Path(run_dir); name = name or run_dir.name
     if not (run_dir / "model").is_dir():
         raise InputError(f"{run_dir}: no trained model in {run_dir / 'model'} (status {read_status(run_dir)['status']}). Fix: serve a run that finished training.")
@@ -112,7 +107,7 @@ def chat_prompt(served: Served, # the run being served
 def answer_text(raw: str, # generated text after the prompt
                 stops: list[str], # strings that end the answer
                ) -> str:
-    "The answer in `raw`: everything before the first stop string, stripped (what `qlora.generate` returns for the course's stops)."
+    "The answer in `raw`: everything before the first stop string, stripped (what `generation.generate` returns for the course's stops)."
     for s in stops:
         if s and s in raw: raw = raw.split(s, 1)[0]
     return raw.strip()
@@ -136,7 +131,7 @@ class Answer:
         self.ids, self.sent, self.text, self.finish_reason = [], "", "", None
 
     def raw(self) -> str:
-        "The text generated so far, decoded as `qlora.generate` decodes it (special tokens kept, pad removed)."
+        "The text generated so far, decoded as `generation.generate` decodes it (special tokens kept, pad removed)."
         return self.tok.decode(self.ids, skip_special_tokens=False).replace(self.tok.pad_token or "\0", "")
 
     def _emit(self, visible: str) -> str:
@@ -168,11 +163,11 @@ def generate_tokens(served: Served, # the model being served
                     seed: int | None = None, # seeds sampling
                     cancel: threading.Event | None = None, # set it to stop early
                    ) -> None:
-    "Generate after `prompt_ids` as `qlora.generate` does (greedy unless `temperature`), handing each new token to `on_token`."
+    "Generate after `prompt_ids` as `generation.generate` does (greedy unless `temperature`), handing each new token to `on_token`."
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
     from transformers.generation.streamers import BaseStreamer
-    from domaintune_course.qlora import _stop_ids
+    from domaintune_course.generation import stop_ids as answer_stop_ids
     class Tokens(BaseStreamer):  # transformers puts the prompt first, then each new token
         prompt = True
         def put(self, value):
@@ -186,7 +181,7 @@ def generate_tokens(served: Served, # the model being served
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p or 1.0) if temperature else dict(do_sample=False)
     if seed is not None: torch.manual_seed(seed)
     with torch.no_grad():
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, eos_token_id=_stop_ids(tok),
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, eos_token_id=answer_stop_ids(tok),
                        pad_token_id=tok.pad_token_id, stop_strings=[END_MARKER, *stop], tokenizer=tok, streamer=Tokens(),
                        stopping_criteria=StoppingCriteriaList([Cancelled()]), **sampling)
 
@@ -252,13 +247,13 @@ class Job:
 def make_job(served: Served, prompt: str, body, param: str) -> Job:
     "Encode `prompt` as training did and check it fits; raises `RequestError` before anything is generated."
     from domaintune_course.batching import encode_prompt
-    from domaintune_course.qlora import _stop_ids
+    from domaintune_course.generation import stop_ids as answer_stop_ids
     tok = served.tokenizer
     if served.task == "classify": return Job([], Answer(tok, [], 1, prompt_tokens=len(tok(prompt)["input_ids"])), dict(text=prompt))
     ids = encode_prompt(tok, prompt)
     budget = _budget(served, len(ids), body.max_tokens or getattr(body, "max_completion_tokens", None), param)
     extra = _as_list(body.stop)
-    return Job(ids, Answer(tok, [END_MARKER, tok.eos_token, *extra], budget, _stop_ids(tok), len(ids)),
+    return Job(ids, Answer(tok, [END_MARKER, tok.eos_token, *extra], budget, answer_stop_ids(tok), len(ids)),
                dict(temperature=body.temperature, top_p=body.top_p, stop=extra, seed=body.seed))
 
 # %% ../nbs/reference/server.ipynb #5a8cd4b5

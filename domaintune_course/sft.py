@@ -11,7 +11,8 @@ __all__ = ['sft_config', 'sft_dataset', 'sft_trainer', 'token_parity', 'compare_
 import dataclasses, tempfile
 from pathlib import Path
 from .config import InputError, TrainConfig
-from .qlora import featurize, load_for_training, training_arguments
+from .qlora import featurize, load_for_training
+from .training import training_arguments
 from .batching import course_trainer, make_collator
 
 # %% ../nbs/02b_trl.ipynb #441daf01

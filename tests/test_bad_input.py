@@ -4,7 +4,7 @@ import hashlib, io, json, subprocess
 from pathlib import Path
 import pytest
 
-from domaintune_course import runs
+from domaintune_course import jobs
 from clirunner import EXE, dt
 from domaintune_course.config import TrainConfig
 from domaintune_course.testing import tiny_model_dir, toy_dialogues, toy_qa_rows, toy_reviews
@@ -18,9 +18,9 @@ def jsonl(rows) -> str: return "".join(json.dumps(r) + "\n" for r in rows)
 def fake_run(root: Path, name: str, task: str = "classify", status: str = "succeeded", model: bool = True) -> Path:
     "A run directory as a finished job leaves it (no real weights: every case here fails before loading any)."
     cfg = TrainConfig.tiny(task)
-    d = runs.create_run(cfg, name, runs_dir=root)
-    runs.save_config(d, cfg)
-    runs.write_status(d, status, pid=1, step=4, max_steps=4, progress=1.0)
+    d = jobs.create_run(cfg, name, runs_dir=root)
+    jobs.save_config(d, cfg)
+    jobs.write_status(d, status, pid=1, step=4, max_steps=4, progress=1.0)
     if model: (d / "model").mkdir(); (d / "model" / "adapter_config.json").write_text("{}")
     return d
 

@@ -212,7 +212,7 @@ def test_bad_arguments_name_the_fix(tmp_path, capsys):
 # ---------------------------------------------------------------- GGUF parity, where llama.cpp's converter and runtime are here
 
 def _gguf_tools() -> bool:
-    from domaintune_course.export import find_converter
+    from domaintune_course.gguf import find_converter
     return find_converter() is not None and importlib.util.find_spec("llama_cpp") is not None
 
 

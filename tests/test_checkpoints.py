@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from domaintune_course import qlora
+from domaintune_course import qlora, training
 from domaintune_course.config import make_config
 from domaintune_course.data import build_example
 from domaintune_course.tasks import summarize
@@ -43,23 +43,23 @@ def test_resume_ends_with_the_best_of_the_whole_run(causal_dir, tmp_path):
     "Cancel after 2 updates, resume to 4: the newest checkpoint resumes, the best one survives the rotation and is kept."
     rows = toy_qa_rows(16)
     first = qlora.fine_tune(_cfg(causal_dir, max_steps=2), tmp_path, rows[:12], rows[12:], example_fn)
-    assert qlora.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-2"
+    assert training.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-2"
     m = qlora.fine_tune(_cfg(causal_dir), tmp_path, rows[:12], rows[12:], example_fn, resume=True)
     evals = {h["step"]: h["eval_loss"] for h in m["log_history"] if "eval_loss" in h}
     assert m["resumed_from"] == "checkpoint-2" and set(evals) == {1, 2, 3, 4}
     assert m["eval_loss"] == pytest.approx(min(evals.values()))
-    assert (tmp_path / "checkpoints" / m["best_checkpoint"]).is_dir() and qlora.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-4"
+    assert (tmp_path / "checkpoints" / m["best_checkpoint"]).is_dir() and training.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-4"
 
 
 def test_a_cancelled_run_resumes_from_its_cancel_checkpoint_and_still_ends_with_the_best(causal_dir, tmp_path):
     "Cancel saves a checkpoint between evaluations; the resumed run starts there, and the kept weights are the best evaluated."
-    from domaintune_course import runs
+    from domaintune_course import jobs
     rows = toy_qa_rows(16)
-    runs.request_cancel(tmp_path)
-    stopped = qlora.fine_tune(_cfg(causal_dir, eval_steps=2), tmp_path, rows[:12], rows[12:], example_fn, callbacks=runs.run_callbacks(tmp_path))
-    assert stopped["global_step"] == 1 and qlora.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-1"
+    jobs.request_cancel(tmp_path)
+    stopped = qlora.fine_tune(_cfg(causal_dir, eval_steps=2), tmp_path, rows[:12], rows[12:], example_fn, callbacks=jobs.run_callbacks(tmp_path))
+    assert stopped["global_step"] == 1 and training.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-1"
     (tmp_path / "cancel.request").unlink()
-    m = qlora.fine_tune(_cfg(causal_dir, eval_steps=2), tmp_path, rows[:12], rows[12:], example_fn, resume=True, callbacks=runs.run_callbacks(tmp_path))
+    m = qlora.fine_tune(_cfg(causal_dir, eval_steps=2), tmp_path, rows[:12], rows[12:], example_fn, resume=True, callbacks=jobs.run_callbacks(tmp_path))
     evals = {h["step"]: h["eval_loss"] for h in m["log_history"] if "eval_loss" in h}
     assert m["resumed_from"] == "checkpoint-1" and m["global_step"] == 4 and set(evals) == {2, 4}
     best = min(evals, key=evals.get)
@@ -74,7 +74,7 @@ def _first_loss(hub_root, tmp_path, fake_gpus: int, monkeypatch) -> tuple[float,
     "The first logged training loss and the tokens trained on, with `fake_gpus` GPUs as the Trainer counts them."
     cfg = make_config("qa", "smoke", model=str(hub_root / "models" / "microsoft" / "phi-2"), strategy="qlora", max_steps=1, batch_size=2,
                       max_length=64, lora_r=4, logging_steps=1, eval_steps=1)
-    made = qlora.training_arguments
+    made = training.training_arguments
     def arguments(*a, **kw):
         args = made(*a, **kw); args._n_gpu = fake_gpus  # what TrainingArguments counts with two visible GPUs and one process
         return args

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from domaintune_course import metrics as M
+from domaintune_course import metrics as M, pooling
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError
 from domaintune_course.testing import tiny_model_dir, tiny_tokenizer, toy_reviews, write_jsonl
@@ -96,7 +96,7 @@ def test_mean_pooling_survives_save_and_reload(encoder_dir, tmp_path, strategy):
     info = json.loads(info_path.read_text())
     assert info["pooling"] == "mean"
     model, tok = classify.load_classifier(tmp_path / "run")
-    assert any(isinstance(m, classify.MeanPooler) for m in model.modules())
+    assert any(isinstance(m, pooling.MeanPooler) for m in model.modules())
     texts = [r["text"] for r in toy_reviews(6)]
     mean = classify.predict_proba(model, tok, texts, 64)
     info_path.write_text(json.dumps(info | {"pooling": "cls"}))
@@ -105,11 +105,11 @@ def test_mean_pooling_survives_save_and_reload(encoder_dir, tmp_path, strategy):
 
 
 def test_pooling_follows_the_checkpoint_and_refuses_models_without_a_pooler(encoder_dir, tmp_path):
-    assert classify.pooling_mode(str(encoder_dir)) == "cls"
+    assert pooling.pooling_mode(str(encoder_dir)) == "cls"
     d = tmp_path / "st"; d.mkdir(); (d / "1_Pooling").mkdir(); (d / "config.json").write_text("{}")
     (d / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
-    assert classify.pooling_mode(str(d)) == "mean"
-    with pytest.raises(InputError, match="pooling 'sum'"): classify._pooling(make_config("classify", "smoke", extra={"pooling": "sum"}))
+    assert pooling.pooling_mode(str(d)) == "mean"
+    with pytest.raises(InputError, match="pooling 'sum'"): pooling.run_pooling(make_config("classify", "smoke", extra={"pooling": "sum"}))
 
 
 def test_frozen_trains_only_the_head(encoder_dir):

@@ -3,7 +3,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
-from domaintune_course import cli, runs
+from domaintune_course import cli, jobs, training
 from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
 
 from clirunner import EXE, dt_ok as dt  # every command here must succeed unless a test says otherwise
@@ -172,7 +172,7 @@ def test_train_writes_a_complete_run(space):
     for f in ("config.json", "status.json", "metrics.json", "log_history.json", "manifest.json"): assert (base / f).is_file(), f
     assert (base / "model").is_dir() and list(base.glob("*.png"))
     saved = json.loads((base / "config.json").read_text())
-    assert saved["data_fingerprint"] == runs.fingerprint(space["old"]) and saved["versions"]["transformers"]
+    assert saved["data_fingerprint"] == jobs.fingerprint(space["old"]) and saved["versions"]["transformers"]
     assert json.loads((base / "metrics.json").read_text()) == out["metrics"]
 
 
@@ -226,17 +226,17 @@ def test_detach_cancel_resume(space):
            "--detach", runs_dir=space["root"], subprocess_=True)
     run = Path(r.stdout.strip().splitlines()[-1])
     assert run == (space["root"] / "bg").resolve()
-    assert wait_for(lambda: runs.read_json(run / "status.json").get("step", 0) >= 1), (run / "train.log").read_text()[-3000:]
-    assert [x["status"] for x in runs.list_runs(space["root"]) if x["run"] == "bg"] == ["running"]
+    assert wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= 1), (run / "train.log").read_text()[-3000:]
+    assert [x["status"] for x in jobs.list_runs(space["root"]) if x["run"] == "bg"] == ["running"]
     c = dt("runs", "cancel", "bg", runs_dir=space["root"], subprocess_=True)
-    st = runs.read_status(run)
+    st = jobs.read_status(run)
     assert st["status"] == "cancelled", (run / "train.log").read_text()[-3000:]
-    ckpt = runs.last_checkpoint(run)
+    ckpt = training.last_checkpoint(run)
     assert ckpt is not None and ckpt.name in c.stdout and int(ckpt.name.split("-")[1]) == st["step"]
-    assert wait_for(lambda: not runs._alive(st["pid"]), timeout=60)
+    assert wait_for(lambda: not jobs._alive(st["pid"]), timeout=60)
     r = dt("train", "--resume", "bg", "--max-steps", st["step"] + 2, runs_dir=space["root"])
     assert last_json(r.stdout)["status"] == "succeeded"
-    assert runs.read_status(run)["step"] == st["step"] + 2
+    assert jobs.read_status(run)["step"] == st["step"] + 2
 
 
 @pytest.mark.slow
@@ -245,12 +245,12 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(space):
     args = ("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 8, "--seed", 3)
     ref = last_json(dt(*args, "--out", "ref", runs_dir=space["root"]).stdout)
     run = Path(dt(*args, "--out", "killed", "--detach", runs_dir=space["root"], subprocess_=True).stdout.strip().splitlines()[-1])
-    assert wait_for(lambda: runs.read_json(run / "status.json").get("step", 0) >= 3, every=0.02), (run / "train.log").read_text()[-3000:]
-    pid = runs.read_json(run / "status.json")["pid"]
+    assert wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= 3, every=0.02), (run / "train.log").read_text()[-3000:]
+    pid = jobs.read_json(run / "status.json")["pid"]
     os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: not runs._alive(pid), timeout=30)
-    assert runs.read_status(run)["status"] == "failed"
-    assert runs.last_checkpoint(run) is not None
+    assert wait_for(lambda: not jobs._alive(pid), timeout=30)
+    assert jobs.read_status(run)["status"] == "failed"
+    assert training.last_checkpoint(run) is not None
     got = last_json(dt("train", "--resume", "killed", runs_dir=space["root"]).stdout)
     assert got["status"] == "succeeded"
     losses = lambda d: [h["loss"] for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
@@ -267,11 +267,11 @@ def test_sigkill_in_the_second_epoch_resumes_that_epoch(tmp_path):
     root = tmp_path / "runs"
     dt(*args, "--out", "ref", runs_dir=root)
     run = Path(dt(*args, "--out", "killed", "--detach", runs_dir=root, subprocess_=True).stdout.strip().splitlines()[-1])
-    assert wait_for(lambda: runs.read_json(run / "status.json").get("step", 0) >= 9, every=0.02), (run / "train.log").read_text()[-3000:]
-    pid = runs.read_json(run / "status.json")["pid"]
+    assert wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= 9, every=0.02), (run / "train.log").read_text()[-3000:]
+    pid = jobs.read_json(run / "status.json")["pid"]
     os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: not runs._alive(pid), timeout=30)
-    ckpt = int(runs.last_checkpoint(run).name.split("-")[1])
+    assert wait_for(lambda: not jobs._alive(pid), timeout=30)
+    ckpt = int(training.last_checkpoint(run).name.split("-")[1])
     assert 7 < ckpt < 14, f"checkpoint-{ckpt} is not inside the second epoch (steps 8 to 13)"
     assert last_json(dt("train", "--resume", "killed", runs_dir=root).stdout)["status"] == "succeeded"
     losses = lambda d: [(h["step"], h["loss"]) for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
@@ -308,6 +308,6 @@ def test_demo(tmp_path):
     tok = tiny_tokenizer()   # hidden size 64: bitsandbytes' CPU 4-bit kernels need rows of at least one 64-value block
     model = tmp_path / "causal"; tiny_causal_lm(tok, hidden_size=64).save_pretrained(model); tok.save_pretrained(model)
     r = dt("demo", "--out", tmp_path / "demo-runs", "--model", model, "--max-steps", 2, "--profile", "smoke", subprocess_=True)
-    (run,) = [p for p in (tmp_path / "demo-runs").iterdir() if runs.is_run(p)]
-    assert runs.read_status(run)["status"] == "succeeded" and (run / "eval.json").is_file()
+    (run,) = [p for p in (tmp_path / "demo-runs").iterdir() if jobs.is_run(p)]
+    assert jobs.read_status(run)["status"] == "succeeded" and (run / "eval.json").is_file()
     assert "eval.json" in r.stdout and "domaintune generate" in r.stdout

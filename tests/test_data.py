@@ -5,7 +5,8 @@ import pytest
 
 from domaintune_course.config import InputError
 from domaintune_course.data import (DataError, OUTPUT_FILES, SPLITS, bundled_path, clean_records, fingerprint, label_maps,
-                                    load_dialogsum, load_imdb, load_task_data, prepare_data, read_records, read_source, split_records)
+                                    load_task_data, prepare_data, read_records, read_source, split_records)
+from domaintune_course.sources import load_dialogsum, load_imdb
 from domaintune_course.batching import (CompletionCollator, check_packing, ensure_pad_token, tokenize_example, tokenize_records)
 from domaintune_course.data import build_example, build_prompt
 from domaintune_course.testing import tiny_causal_lm, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
@@ -140,17 +141,17 @@ def test_aclimdb_folder_layout(tmp_path):
 def test_hub_layouts_convert_like_the_hub_serves_them():
     "The hub loaders' conversion, run on local DatasetDicts with the hub's features (no download)."
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-    from domaintune_course.data import _dialogsum_records, _imdb_records
+    from domaintune_course.formats import dialogsum_records, imdb_records
     feats = Features(text=Value("string"), label=ClassLabel(names=["neg", "pos"]))
     imdb = DatasetDict({s: Dataset.from_dict(dict(text=[f"Bad {s}.<br />Yes.", f"Good {s}."], label=[0, 1]), features=feats)
                         for s in ("train", "test", "unsupervised")})
-    recs = _imdb_records(imdb)
+    recs = imdb_records(imdb)
     assert set(recs) == {"train", "test"}
     assert recs["test"] == [dict(id="test-0", text="Bad test.\nYes.", label="negative"), dict(id="test-1", text="Good test.", label="positive")]
     d = "#Person1#: Hi.\n#Person2#: Hello."
     ds = DatasetDict({s: Dataset.from_dict(dict(id=[f"{s}_1"], dialogue=[d], summary=["They greet."], topic=["greeting"]))
                       for s in ("train", "validation", "test")})
-    assert _dialogsum_records(ds)["validation"] == [dict(id="validation_1", dialogue=d, summary="They greet.", references=["They greet."])]
+    assert dialogsum_records(ds)["validation"] == [dict(id="validation_1", dialogue=d, summary="They greet.", references=["They greet."])]
 
 
 def test_hub_sources_say_what_is_missing(monkeypatch):
@@ -388,7 +389,7 @@ def test_dialogsum_from_the_hub_keeps_a_repeated_dialogue_in_one_split(tmp_path,
             for i in range(40)]
     rows.append(dict(id="dev_9", dialogue=rows[5]["dialogue"].upper(), summary="Someone buys lamps."))
     monkeypatch.setattr(sources, "load_dialogsum", lambda: dict(train=rows[:30], validation=rows[30:], test=[]))
-    reports = [sources._prepare_hub("dialogsum", tmp_path / str(seed), seed) for seed in range(8)]
+    reports = [sources.prepare_hub("dialogsum", tmp_path / str(seed), seed) for seed in range(8)]
     held = [[k for k in SPLITS for l in (tmp_path / str(seed) / f"{k}.jsonl").read_text().splitlines() if json.loads(l)["id"] in ("train_5", "dev_9")]
             for seed in range(8)]
     assert all(len(h) == 2 and len(set(h)) == 1 for h in held), held

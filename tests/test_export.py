@@ -1,12 +1,13 @@
 """`domaintune export`: a merged model and an Ollama Modelfile always; GGUF and llama.cpp parity where the converter and llama-cpp-python are here."""
 import importlib.util, json
 import pytest
-from domaintune_course import runs
+from domaintune_course import jobs
 from domaintune_course.batching import ensure_pad_token
 from domaintune_course.cli import main
 from domaintune_course.config import InputError, TrainConfig, make_config
 from domaintune_course.data import END_MARKER, PROMPT_TEMPLATES, build_prompt
-from domaintune_course.export import PARITY_THRESHOLDS, export_run, find_converter, modelfile
+from domaintune_course.export import export_run, modelfile
+from domaintune_course.gguf import PARITY_THRESHOLDS, find_converter
 from domaintune_course.models import load_tokenizer
 from domaintune_course.tasks import qa
 from domaintune_course.testing import tiny_causal_lm, toy_qa_rows, write_jsonl
@@ -19,8 +20,8 @@ QUESTION = "What colour is lamp number 3?"
 
 def finished_run(cfg, runs_dir, name, task_module):
     "Train `cfg` into a new run directory the way `domaintune train` lays it out."
-    d = runs.create_run(cfg, name, runs_dir); runs.save_config(d, cfg)
-    with runs.track(d): task_module.train(cfg, d)
+    d = jobs.create_run(cfg, name, runs_dir); jobs.save_config(d, cfg)
+    with jobs.track(d): task_module.train(cfg, d)
     return d
 
 
@@ -55,7 +56,7 @@ def merged(run, tmp_path_factory):
 
 def test_the_merged_export_answers_like_the_run(run, merged):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from domaintune_course.qlora import generate
+    from domaintune_course.generation import generate
     assert (merged / "model.safetensors").is_file() and not (merged / "adapter_config.json").exists()
     settings = json.loads((merged / "domaintune.json").read_text())
     assert (settings["run"], settings["task"], settings["strategy"]) == ("lamps", "qa", "lora")
@@ -85,7 +86,7 @@ def test_the_modelfile_prompts_as_the_run_was_trained(merged):
 
 def test_a_classifier_and_an_unknown_format_are_refused(tmp_path, capsys):
     cfg = TrainConfig.tiny("classify")
-    d = runs.create_run(cfg, "reviews", tmp_path); runs.save_config(d, cfg); (d / "model").mkdir()
+    d = jobs.create_run(cfg, "reviews", tmp_path); jobs.save_config(d, cfg); (d / "model").mkdir()
     assert main(["--runs-dir", str(tmp_path), "export", "--run", "reviews"]) == 2
     assert "only qa and summarize runs" in capsys.readouterr().err
     with pytest.raises(InputError, match="merged or gguf"): export_run(d, "onnx")
@@ -135,7 +136,7 @@ def test_a_variant_the_converter_does_not_handle_is_refused_before_converting(tm
     "llama.cpp lists FalconForCausalLM, but falcon-rw-1b's layout (ALiBi, sequential attention) is not one it can write."
     from transformers import FalconConfig
     from domaintune_course.config import InputError
-    from domaintune_course.export import check_architecture, converter_dir
+    from domaintune_course.gguf import check_architecture, converter_dir
     rw = dict(alibi=True, parallel_attn=False, new_decoder_architecture=False, bias=True, multi_query=False)
     FalconConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, architectures=["FalconForCausalLM"], **rw).save_pretrained(tmp_path / "rw")
     with pytest.raises(InputError, match="falcon-rw layout"): check_architecture(tmp_path / "rw", converter_dir())

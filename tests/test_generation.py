@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoTokenizer
-from domaintune_course import qlora
+from domaintune_course import generation, qlora
 from domaintune_course.batching import ensure_pad_token
 from domaintune_course.config import make_config
 from domaintune_course.data import END_MARKER, build_prompt
@@ -33,7 +33,7 @@ def smollm2_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("smollm2-run")
     cfg = make_config("qa", "smoke", strategy="lora", lora_r=8)
     tok = ensure_pad_token(load_tokenizer(cfg.model))
-    model = qlora._load_base(cfg, tok)
+    model = qlora.load_base(cfg, tok)
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"))
     with torch.no_grad():
@@ -69,7 +69,7 @@ def test_today_and_new_paths_give_the_same_answers(smollm2_run, prompts, today, 
     tok, models = qlora.base_then_finetuned(smollm2_run, merge=merge)
     for name, model in models:
         assert type(model).__name__.startswith("Peft") != merge
-        new = qlora.generate(model, tok, prompts, BUDGET, batch_size=8, progress=False)
+        new = generation.generate(model, tok, prompts, BUDGET, batch_size=8, progress=False)
         assert list(new) == today[name][0], f"{name} answers changed"
 
 
@@ -85,17 +85,17 @@ def test_merged_and_adapter_logits_agree_within_float_rounding(smollm2_run, prom
 
 def test_end_marker_exact_check_stops_where_stop_strings_stop(smollm2_run, today):
     tok = AutoTokenizer.from_pretrained(smollm2_run / "model")
-    tail = qlora.end_marker_ids(tok)
-    assert tok.decode(tail) == END_MARKER and "stopping_criteria" in qlora._stop_kwargs(tok)
+    tail = generation.end_marker_ids(tok)
+    assert tok.decode(tail) == END_MARKER and "stopping_criteria" in generation.stop_kwargs(tok)
     _, models = qlora.base_then_finetuned(smollm2_run)
     base = next(models)[1]  # the base model follows the few-shot pattern and writes the marker
-    exact = qlora.generate(base, tok, [FEW_SHOT], BUDGET, progress=False)
+    exact = generation.generate(base, tok, [FEW_SHOT], BUDGET, progress=False)
     assert [exact[0]] == today["base"][0][-1:] and "### End" not in exact[0]
     assert exact.new_tokens < BUDGET, "it stopped at the marker, not at the budget"
 
 
 def test_the_marker_check_is_exact():
-    check = qlora.EndsWith([7, 8])
+    check = generation.EndsWith([7, 8])
     ids = torch.tensor([[1, 2, 7, 8], [7, 8, 1, 2], [0, 0, 8, 7]])
     assert check(ids).tolist() == [True, False, False]
     assert check(torch.tensor([[8]])).tolist() == [False]
@@ -106,8 +106,8 @@ def test_answers_return_in_the_callers_order_with_time_and_progress(tmp_path, ca
     tok = ensure_pad_token(tiny_tokenizer())
     model = tiny_causal_lm(tok, seed=5).eval()
     prompts = [build_prompt("qa", r, style="instruction") + " x" * (3 * i % 7) for i, r in enumerate(toy_qa_rows(5))]
-    out = qlora.generate(model, tok, prompts, max_new_tokens=6, batch_size=2, progress="tiny")
-    alone = [qlora.generate(model, tok, [p], max_new_tokens=6, progress=False)[0] for p in prompts]
+    out = generation.generate(model, tok, prompts, max_new_tokens=6, batch_size=2, progress="tiny")
+    alone = [generation.generate(model, tok, [p], max_new_tokens=6, progress=False)[0] for p in prompts]
     assert list(out) == alone
     stats = out.stats()
     assert stats["examples"] == 5 and 0 < stats["new_tokens"] <= 5 * 6 and stats["seconds"] > 0
@@ -117,7 +117,7 @@ def test_answers_return_in_the_callers_order_with_time_and_progress(tmp_path, ca
 
 
 def test_length_batches_sort_longest_first_and_cover_every_example():
-    batches = qlora.length_batches([3, 9, 5, 7, 1, 9], batch_size=4)
+    batches = generation.length_batches([3, 9, 5, 7, 1, 9], batch_size=4)
     assert batches == [[1, 5, 3, 2], [0, 4]]
     assert sorted(i for b in batches for i in b) == list(range(6))
 
@@ -129,8 +129,8 @@ def test_completion_losses_do_not_depend_on_batching(tmp_path):
     model = tiny_causal_lm(tok, seed=2).eval()
     pairs = [build_example("qa", r) for r in toy_qa_rows(5)]
     pairs[2] = (pairs[2][0] + " and a much longer question than the others", pairs[2][1])
-    together = qlora.completion_losses(model, tok, pairs, batch_size=4)
-    alone = [qlora.completion_losses(model, tok, [p], batch_size=1)[0] for p in pairs]
+    together = generation.completion_losses(model, tok, pairs, batch_size=4)
+    alone = [generation.completion_losses(model, tok, [p], batch_size=1)[0] for p in pairs]
     assert [n for _, n in together] == [n for _, n in alone]
     assert all(abs(a - b) < 1e-4 for (a, _), (b, _) in zip(together, alone))
 
@@ -144,6 +144,6 @@ def test_full_fine_tune_evaluates_on_the_inference_device(tmp_path):
     tok, models = qlora.base_then_finetuned(tmp_path / "run")
     seen = {}
     for name, model in models:
-        assert next(model.parameters()).device.type == qlora.inference_device() and model.config.use_cache and not model.training
+        assert next(model.parameters()).device.type == generation.inference_device() and model.config.use_cache and not model.training
         seen[name] = torch.cat([p.detach().flatten()[:50].cpu() for p in model.parameters()][:4])
     assert set(seen) == {"base", "finetuned"} and not torch.equal(seen["base"], seen["finetuned"])

@@ -78,7 +78,7 @@ def test_gpu_check_real_configs_have_the_course_shapes():
     "The configs written in the script build phi-2 and falcon-rw-1b at the size lesson 00's SHAPES gives (on the meta device)."
     import torch
     from transformers import AutoModelForCausalLM
-    from domaintune_course.concepts import SHAPES
+    from domaintune_course.costs import SHAPES
     gc = script("gpu_check")
     for name in gc.CONFIGS:
         with torch.device("meta"): m = AutoModelForCausalLM.from_config(gc.model_config(name, dry_run=False))
@@ -107,7 +107,7 @@ def test_gpu_check_without_a_gpu_says_how_to_check_the_script(tmp_path):
 
 def test_gpu_check_plans_end_within_their_limits():
     "--quick: one pair, 10 steps, stopped before 4 minutes; the full run: four pairs, stopped before 8; both estimated well inside."
-    from domaintune_course.concepts import SHAPES
+    from domaintune_course.costs import SHAPES
     gc = script("gpu_check")
     quick, full = gc.plan(quick=True, dry_run=False), gc.plan(quick=False, dry_run=False)
     assert quick["mode"] == "quick" and quick["pairs"] == [["t4", "falcon-rw-1b"]] and quick["steps"] == 10 < full["steps"] == 20

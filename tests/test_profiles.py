@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from domaintune_course import config, models, qlora
+from domaintune_course import config, generation, models, qlora, training
 from domaintune_course.config import make_config
 
 GPU_PROFILES = ("t4", "p100", "l4", "a100")
@@ -32,7 +32,7 @@ def test_every_gpu_profile_has_lesson_budgets_smaller_than_its_full_ones(profile
 def test_the_qa_budget_fits_the_data(profile):
     "A few passes over the ~240 training pairs, not the 17 to 33 a 1000-step budget meant."
     cfg = make_config("qa", profile, rehearsal=False)
-    assert _epochs(cfg, 240) <= 4 and qlora.training_arguments(cfg, "/tmp/x").load_best_model_at_end
+    assert _epochs(cfg, 240) <= 4 and training.training_arguments(cfg, "/tmp/x").load_best_model_at_end
 
 
 # --- bf16 without emulation, unknown GPUs ---------------------------------------------------------------------------
@@ -93,10 +93,10 @@ def test_a_p100_the_build_has_no_kernels_for_computes_on_the_cpu_and_says_what_t
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", _no_kernel)  # with emulation it launches a kernel: not to be asked here
     h = config.hardware()
     assert (h["cuda"], h["cuda_usable"], h["bf16"], h["arch_list"]) == (True, False, False, KAGGLE_ARCHS)
-    assert config.detect_profile() == "cpu" and models.inference_device().type == "cpu" and qlora.inference_device() == "cpu"
+    assert config.detect_profile() == "cpu" and generation.inference_device() == "cpu"
     t4 = make_config("qa", "t4", rehearsal=False)
-    assert qlora.compute_dtype(t4) == torch.float32 and qlora.training_arguments(t4, tmp_path).use_cpu
-    assert qlora.substitutions(t4)["precision"]["why"] == "no kernels for this GPU in this PyTorch build"
+    assert training.compute_dtype(t4) == torch.float32 and training.training_arguments(t4, tmp_path).use_cpu
+    assert training.substitutions(t4)["precision"]["why"] == "no kernels for this GPU in this PyTorch build"
     env = models.setup_report()
     out = capsys.readouterr().out
     assert env["profile"] == "cpu" and "profile: cpu" in out and env["gpu_advice"] in out
@@ -110,7 +110,7 @@ def test_a_p100_a_build_runs_keeps_its_profile_and_a_t4_gets_t4(monkeypatch):
     _fake_gpu(monkeypatch, "Tesla P100-PCIE-16GB", 6, 15.9, archs=["sm_60", "sm_70", "sm_75", "compute_75"])
     assert config.detect_profile() == "p100" and config.cuda_usable() and config.gpu_advice() is None
     _fake_gpu(monkeypatch, "Tesla T4", 7, 14.6, minor=5, archs=KAGGLE_ARCHS)
-    assert config.detect_profile() == "t4" and models.inference_device().type == "cuda" and config.gpu_advice() is None
+    assert config.detect_profile() == "t4" and generation.inference_device() == "cuda" and config.gpu_advice() is None
 
 
 def test_a_4bit_model_loads_on_the_cpu_beside_a_gpu_the_build_cannot_run(monkeypatch, causal_dir):

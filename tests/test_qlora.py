@@ -5,7 +5,7 @@ import torch
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import build_example, build_prompt
 from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, toy_qa_rows
-from domaintune_course import qlora, concepts
+from domaintune_course import concepts, generation, qlora, training
 
 
 def example_fn(record, tokenizer): return build_example("qa", record, tokenizer, style="instruction")
@@ -29,7 +29,7 @@ def test_lora_targets_refuses_a_missing_module_and_names_the_real_ones():
 
 
 def test_training_arguments_drop_cuda_only_options_on_cpu(tmp_path):
-    args = qlora.training_arguments(make_config("qa", "smoke", optimizer="paged_adamw_8bit"), tmp_path)
+    args = training.training_arguments(make_config("qa", "smoke", optimizer="paged_adamw_8bit"), tmp_path)
     if not torch.cuda.is_available():
         assert str(args.optim.value) == "adamw_torch" and not args.fp16 and not args.bf16
     assert str(args.eval_strategy.value) == "steps" and str(args.train_sampling_strategy) == "group_by_length"
@@ -53,7 +53,7 @@ def test_fine_tune_saves_only_the_adapter_and_reports_costs(model_dir, tmp_path)
 def test_resume_continues_from_the_last_checkpoint(model_dir, tmp_path):
     rows = toy_qa_rows(16)
     qlora.fine_tune(tiny_cfg(model_dir, max_steps=2), tmp_path, rows, rows[:4], example_fn)
-    assert qlora.last_checkpoint(tmp_path).name == "checkpoint-2"
+    assert training.last_checkpoint(tmp_path).name == "checkpoint-2"
     done = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"]
     m = qlora.fine_tune(tiny_cfg(model_dir, max_steps=4), tmp_path, rows, rows[:4], example_fn, resume=True)
     assert m["resumed_from"] == "checkpoint-2" and m["global_step"] == 4
@@ -94,8 +94,8 @@ def test_batched_generation_matches_one_prompt_at_a_time(model_dir):
     model = tiny_causal_lm(tok, seed=3).eval()
     prompts = [build_prompt("qa", r, tok, style="instruction") for r in toy_qa_rows(3)]
     prompts[1] = prompts[1] + " Please answer at length, in your own words."
-    together = qlora.generate(model, tok, prompts, max_new_tokens=8, batch_size=3)
-    alone = [qlora.generate(model, tok, [p], max_new_tokens=8)[0] for p in prompts]
+    together = generation.generate(model, tok, prompts, max_new_tokens=8, batch_size=3)
+    alone = [generation.generate(model, tok, [p], max_new_tokens=8)[0] for p in prompts]
     assert together == alone and all(isinstance(a, str) for a in together)
 
 
@@ -135,7 +135,7 @@ def test_training_arguments_work_with_transformers_before_the_checkpointing_rena
             super().__init__(**kw)
 
     monkeypatch.setattr(transformers, "TrainingArguments", BeforeRename)
-    args = qlora.training_arguments(make_config("qa", "smoke", gradient_checkpointing=True), tmp_path)
+    args = training.training_arguments(make_config("qa", "smoke", gradient_checkpointing=True), tmp_path)
     assert type(args) is BeforeRename and args.gradient_checkpointing is True
     assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
 

@@ -3,7 +3,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
-from domaintune_course import runs
+from domaintune_course import jobs, training
 from domaintune_course.config import InputError, TrainConfig
 from domaintune_course.testing import toy_qa_rows
 
@@ -15,101 +15,101 @@ def root(tmp_path) -> Path:
 
 def test_atomic_write_keeps_old_file_when_the_write_fails(tmp_path, monkeypatch):
     "A write that fails half-way leaves the previous content and no temporary file behind."
-    target = runs.atomic_write_json(tmp_path / "metrics.json", {"loss": 1.0})
+    target = jobs.atomic_write_json(tmp_path / "metrics.json", {"loss": 1.0})
     def exploding_fsync(fd): raise OSError("disk full")
     monkeypatch.setattr(os, "fsync", exploding_fsync)
-    with pytest.raises(OSError, match="disk full"): runs.atomic_write_json(target, {"loss": 2.0})
+    with pytest.raises(OSError, match="disk full"): jobs.atomic_write_json(target, {"loss": 2.0})
     assert json.loads(target.read_text()) == {"loss": 1.0}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_create_run_never_reuses_a_directory(root):
     cfg = TrainConfig.tiny("qa")
-    a, b = runs.create_run(cfg, runs_dir=root), runs.create_run(cfg, runs_dir=root)
+    a, b = jobs.create_run(cfg, runs_dir=root), jobs.create_run(cfg, runs_dir=root)
     assert a != b and a.parent == b.parent == root.resolve()
     (a / "model.safetensors").write_bytes(b"weights")
-    with pytest.raises(InputError, match="never overwritten"): runs.create_run(cfg, a.name, runs_dir=root)
+    with pytest.raises(InputError, match="never overwritten"): jobs.create_run(cfg, a.name, runs_dir=root)
     assert (a / "model.safetensors").read_bytes() == b"weights"
 
 
 @pytest.mark.parametrize("name", ["../outside", "a/../../outside", "/tmp/elsewhere", "~/elsewhere"])
 def test_run_names_cannot_escape_the_runs_dir(root, name):
-    with pytest.raises(InputError, match="outside the runs directory"): runs.create_run(TrainConfig.tiny("qa"), name, runs_dir=root)
+    with pytest.raises(InputError, match="outside the runs directory"): jobs.create_run(TrainConfig.tiny("qa"), name, runs_dir=root)
     assert not (root.parent / "outside").exists()
 
 
 def test_a_symlink_cannot_lead_out_of_the_runs_dir(root, tmp_path):
     root.mkdir(parents=True); (tmp_path / "elsewhere").mkdir()
     (root / "link").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(InputError, match="outside the runs directory"): runs.create_run(TrainConfig.tiny("qa"), "link/run", runs_dir=root)
+    with pytest.raises(InputError, match="outside the runs directory"): jobs.create_run(TrainConfig.tiny("qa"), "link/run", runs_dir=root)
     assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
 def test_config_round_trip_with_versions_seed_and_fingerprint(root, tmp_path):
     data = tmp_path / "rows.jsonl"; data.write_text('{"prompt": "a", "completion": "b"}\n')
     cfg = TrainConfig.tiny("qa", data=str(data), seed=7)
-    run = runs.create_run(cfg, "cfg", runs_dir=root)
-    runs.save_config(run, cfg)
+    run = jobs.create_run(cfg, "cfg", runs_dir=root)
+    jobs.save_config(run, cfg)
     saved = json.loads((run / "config.json").read_text())
     assert saved["seed"] == 7 and saved["versions"]["transformers"] and saved["versions"]["torch"]
-    assert saved["data_fingerprint"] == runs.fingerprint(data) and len(saved["data_fingerprint"]) == 16
-    assert runs.load_run_config(run) == cfg
+    assert saved["data_fingerprint"] == jobs.fingerprint(data) and len(saved["data_fingerprint"]) == 16
+    assert jobs.load_run_config(run) == cfg
 
 
 def test_status_and_listing(root):
     cfg = TrainConfig.tiny("classify")
-    run = runs.create_run(cfg, "listed", runs_dir=root)
-    runs.save_config(run, cfg)
-    with runs.track(run): assert runs.read_status(run)["status"] == "running"
-    runs.atomic_write_json(run / "eval.json", {"accuracy": 0.875, "n": 8})
-    (row,) = runs.list_runs(root)
+    run = jobs.create_run(cfg, "listed", runs_dir=root)
+    jobs.save_config(run, cfg)
+    with jobs.track(run): assert jobs.read_status(run)["status"] == "running"
+    jobs.atomic_write_json(run / "eval.json", {"accuracy": 0.875, "n": 8})
+    (row,) = jobs.list_runs(root)
     assert (row["run"], row["task"], row["status"], row["metric"]) == ("listed", "classify", "succeeded", "accuracy=0.875")
 
 
 def test_track_records_failure_and_interruption(root):
-    run = runs.create_run(TrainConfig.tiny("qa"), "t", runs_dir=root)
+    run = jobs.create_run(TrainConfig.tiny("qa"), "t", runs_dir=root)
     with pytest.raises(ValueError):
-        with runs.track(run): raise ValueError("bad shape")
-    st = runs.read_status(run)
+        with jobs.track(run): raise ValueError("bad shape")
+    st = jobs.read_status(run)
     assert st["status"] == "failed" and "bad shape" in st["error"] and st["finished"]
     with pytest.raises(KeyboardInterrupt):
-        with runs.track(run): raise KeyboardInterrupt
-    assert runs.read_status(run)["status"] == "cancelled"
+        with jobs.track(run): raise KeyboardInterrupt
+    assert jobs.read_status(run)["status"] == "cancelled"
 
 
 def test_a_dead_running_process_reads_as_failed(root):
-    run = runs.create_run(TrainConfig.tiny("qa"), "dead", runs_dir=root)
+    run = jobs.create_run(TrainConfig.tiny("qa"), "dead", runs_dir=root)
     p = subprocess.Popen([sys.executable, "-c", "pass"]); p.wait()
-    runs.write_status(run, "running", pid=p.pid)
-    st = runs.read_status(run)
+    jobs.write_status(run, "running", pid=p.pid)
+    st = jobs.read_status(run)
     assert st["status"] == "failed" and "--resume" in st["error"]
 
 
 def test_cancel_saves_a_checkpoint_and_resume_matches(root, causal_dir):
     "A cancel request stops training after the current step with a checkpoint; resuming reaches the uninterrupted loss."
     rows, cfg = toy_qa_rows(16), TrainConfig.tiny("qa")
-    full = runs.create_run(cfg, "full", runs_dir=root)
-    ref = runs.fit_lm(causal_dir, rows, full, max_steps=4, callbacks=runs.run_callbacks(full))
-    part = runs.create_run(cfg, "part", runs_dir=root)
-    runs.request_cancel(part)
-    with runs.track(part): runs.fit_lm(causal_dir, rows, part, max_steps=4, callbacks=runs.run_callbacks(part))
-    assert runs.read_status(part)["status"] == "cancelled"
-    assert runs.last_checkpoint(part).name == "checkpoint-1"
-    with runs.track(part): got = runs.fit_lm(causal_dir, rows, part, max_steps=4, resume=True, callbacks=runs.run_callbacks(part))
-    assert runs.read_status(part)["status"] == "succeeded" and got["global_step"] == 4
+    full = jobs.create_run(cfg, "full", runs_dir=root)
+    ref = jobs.fit_lm(causal_dir, rows, full, max_steps=4, callbacks=jobs.run_callbacks(full))
+    part = jobs.create_run(cfg, "part", runs_dir=root)
+    jobs.request_cancel(part)
+    with jobs.track(part): jobs.fit_lm(causal_dir, rows, part, max_steps=4, callbacks=jobs.run_callbacks(part))
+    assert jobs.read_status(part)["status"] == "cancelled"
+    assert training.last_checkpoint(part).name == "checkpoint-1"
+    with jobs.track(part): got = jobs.fit_lm(causal_dir, rows, part, max_steps=4, resume=True, callbacks=jobs.run_callbacks(part))
+    assert jobs.read_status(part)["status"] == "succeeded" and got["global_step"] == 4
     assert got["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)
 
 
 KILLABLE = """
 import sys, time
 from transformers import TrainerCallback
-from domaintune_course import runs
+from domaintune_course import jobs
 from domaintune_course.testing import toy_qa_rows
 class Slow(TrainerCallback):
     def on_step_end(self, *a, **k): time.sleep(0.4)
 run = sys.argv[2]
-with runs.track(run):
-    runs.fit_lm(sys.argv[1], toy_qa_rows(16), run, max_steps=8, save_steps=2, callbacks=runs.run_callbacks(run) + [Slow()])
+with jobs.track(run):
+    jobs.fit_lm(sys.argv[1], toy_qa_rows(16), run, max_steps=8, save_steps=2, callbacks=jobs.run_callbacks(run) + [Slow()])
 """
 
 
@@ -117,19 +117,19 @@ with runs.track(run):
 def test_sigkill_then_resume_matches_an_uninterrupted_run(root, causal_dir, tmp_path):
     "A training process killed with SIGKILL resumes from its last checkpoint and ends where an uninterrupted run ends."
     rows, cfg = toy_qa_rows(16), TrainConfig.tiny("qa")
-    full = runs.create_run(cfg, "uninterrupted", runs_dir=root)
-    ref = runs.fit_lm(causal_dir, rows, full, max_steps=8, save_steps=2)
-    run = runs.create_run(cfg, "killed", runs_dir=root)
+    full = jobs.create_run(cfg, "uninterrupted", runs_dir=root)
+    ref = jobs.fit_lm(causal_dir, rows, full, max_steps=8, save_steps=2)
+    run = jobs.create_run(cfg, "killed", runs_dir=root)
     script = tmp_path / "killable.py"; script.write_text(KILLABLE)
     proc = subprocess.Popen([sys.executable, str(script), str(causal_dir), str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while runs.read_json(run / "status.json").get("step", 0) < 3 and proc.poll() is None and time.monotonic() < deadline: time.sleep(0.05)
+    while jobs.read_json(run / "status.json").get("step", 0) < 3 and proc.poll() is None and time.monotonic() < deadline: time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL); proc.wait()
-    st = runs.read_status(run)
+    st = jobs.read_status(run)
     assert st["status"] == "failed" and "ended without a final status" in st["error"]
-    ckpt = runs.last_checkpoint(run)
+    ckpt = training.last_checkpoint(run)
     assert ckpt is not None and 2 <= int(ckpt.name.split("-")[1]) < 8
-    with runs.track(run): got = runs.fit_lm(causal_dir, rows, run, max_steps=8, save_steps=2, resume=True, callbacks=runs.run_callbacks(run))
-    assert runs.read_status(run)["status"] == "succeeded" and got["global_step"] == 8
+    with jobs.track(run): got = jobs.fit_lm(causal_dir, rows, run, max_steps=8, save_steps=2, resume=True, callbacks=jobs.run_callbacks(run))
+    assert jobs.read_status(run)["status"] == "succeeded" and got["global_step"] == 8
     assert got["final_loss"] == pytest.approx(ref["final_loss"], abs=1e-4)

@@ -13,7 +13,7 @@ import httpx
 from domaintune_course.cli import main
 from domaintune_course.config import make_config
 from domaintune_course.data import END_MARKER, build_prompt
-from domaintune_course.serve import Answer, build_app, load_run, start_server
+from domaintune_course.server import Answer, build_app, load_run, start_server
 from domaintune_course.tasks import classify, qa
 from domaintune_course.testing import tiny_model_dir, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
 
@@ -22,9 +22,9 @@ QUESTIONS = [f"What colour is lamp number {i}?" for i in range(8)]
 
 def finished_run(cfg, runs_dir, name, task_module):
     "Train `cfg` into a new run directory the way `domaintune train` lays it out."
-    from domaintune_course import runs
-    d = runs.create_run(cfg, name, runs_dir); runs.save_config(d, cfg)
-    with runs.track(d): task_module.train(cfg, d)
+    from domaintune_course import jobs
+    d = jobs.create_run(cfg, name, runs_dir); jobs.save_config(d, cfg)
+    with jobs.track(d): task_module.train(cfg, d)
     return d
 
 

@@ -5,7 +5,8 @@ import pytest
 pytest.importorskip("trl", reason="lesson 02b's TRL path needs the trl extra: pip install 'domaintune-course[trl]'")
 from domaintune_course.config import make_config
 from domaintune_course.data import build_example
-from domaintune_course.qlora import featurize, load_for_training, training_arguments
+from domaintune_course.qlora import featurize, load_for_training
+from domaintune_course.training import training_arguments
 from domaintune_course.sft import compare_first_steps, sft_config, sft_trainer, token_parity
 from domaintune_course.tasks.qa import qa_example
 from domaintune_course.tasks.summarize import summary_example

@@ -9,20 +9,22 @@ __all__ = ['LABELS', 'TRUNCATIONS', 'TRUNCATION', 'check_labels', 'load_reviews'
            'clip_text', 'encode', 'embed', 'probe_truncation', 'head_modules', 'freeze', 'count_parameters', 'add_lora',
            'build_classifier', 'training_arguments', 'fit', 'scoring_dtype', 'predict_proba', 'train',
            'load_classifier', 'tfidf_baseline', 'tfidf_scores', 'zero_shot_scores', 'evaluate', 'compare_systems',
-           'verdict', 'generate', 'MeanPooler', 'masked_mean', 'pooling_mode', 'use_mean_pooling']
+           'verdict', 'generate']
 
 # %% ../../nbs/04_imdb.ipynb #23a6e516
 import json, random, shutil, time
 from pathlib import Path
 import numpy as np
 from ..config import InputError, TrainConfig, rehearsal_records
-from ..models import LORA_TARGETS, inference_device, load_model, load_permissions, load_tokenizer
+from ..models import LORA_TARGETS, load_model, load_permissions, load_tokenizer
+from ..generation import inference_device
 from ..batching import CompletionCollator, course_trainer
-from ..qlora import compute_dtype, describe_substitutions, newest_checkpoint, substitutions
-from ..data import build_prompt, load_imdb, load_task_data, prepare_data, read_splits, sentiment_label
+from ..training import compute_dtype, describe_substitutions, newest_checkpoint, optimizer_for, substitutions
+from ..data import build_prompt, load_task_data, prepare_data, read_splits, sentiment_label
 from .. import metrics
-from ..pooling import MeanPooler, _pooling, masked_mean, pooling_mode, use_mean_pooling
-from ..sources import _write_json, _write_splits
+from ..pooling import MeanPooler, run_pooling, masked_mean, pooling_mode, use_mean_pooling
+from ..formats import write_json
+from ..sources import load_imdb, write_splits
 
 # %% ../../nbs/04_imdb.ipynb #20e5c634
 LABELS = ("negative", "positive")  # class ids 0 and 1; P(positive) is the score
@@ -72,7 +74,7 @@ def prepare(path: str | Path | None, # a data file in any supported layout, an a
         splits = load_imdb(None if str(path) == "imdb" else path, seed=seed)
         splits = {k: check_labels(v, str(path)) for k, v in splits.items()}
         _both_classes(splits["train"], str(path))
-        return _write_splits(splits, Path(out_dir), str(path), seed, LABELS)
+        return write_splits(splits, Path(out_dir), str(path), seed, LABELS)
     _both_classes(load_reviews(path), str(path or "movie_reviews.csv"))
     return prepare_data("classify", path, out_dir, seed)
 
@@ -193,9 +195,6 @@ def _check_strategy(strategy: str) -> str:
     if strategy not in ("full", "frozen", "lora"): raise InputError(f"strategy {strategy!r}: use full, frozen or lora.")
     return strategy
 
-# %% ../../nbs/04_imdb.ipynb #d4c3a9fd
-_all_ = ["MeanPooler", "masked_mean", "pooling_mode", "use_mean_pooling"]  # from reference/pooling, still names of this module
-
 # %% ../../nbs/04_imdb.ipynb #fb59facb
 def _trust(cfg: TrainConfig) -> dict:
     "The loading permissions the user granted on the command line (`--trust-remote-code`, `--allow-pickle`)."
@@ -209,7 +208,7 @@ def build_classifier(cfg: TrainConfig, # model, strategy, LoRA settings, extra["
     _check_strategy(cfg.strategy); set_seed(cfg.seed)
     model = load_model(source or cfg.model, kind="encoder", num_labels=len(LABELS), **_trust(cfg),
                        id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
-    if _pooling(cfg) == "mean": use_mean_pooling(model)
+    if run_pooling(cfg) == "mean": use_mean_pooling(model)
     if cfg.strategy == "lora": return add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     return freeze(model, cfg.strategy, int(cfg.extra.get("freeze_layers", 0)))
 
@@ -219,7 +218,6 @@ def training_arguments(cfg: TrainConfig, output_dir: Path | str):
     # cfg.extra["checkpoints"] = False: no checkpoints (a quick comparison); the last model is the result
     import torch
     from transformers import TrainingArguments
-    from domaintune_course.qlora import _optimizer, compute_dtype, inference_device  # lesson 02's: what this machine can run of what the profile asks
     cuda, dtype = inference_device() == "cuda", compute_dtype(cfg)
     by_steps = cfg.max_steps > 0 or cfg.epochs <= 1  # one epoch evaluated once gives a fit verdict nothing to compare
     every = (dict(eval_strategy="steps", save_strategy="steps", eval_steps=cfg.eval_steps, save_steps=cfg.eval_steps)
@@ -230,7 +228,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path | str):
         output_dir=str(output_dir), max_steps=cfg.max_steps, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=2 * cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, warmup_steps=0.1, weight_decay=0.01, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, data_seed=cfg.seed, optim=_optimizer(cfg.optimizer, cuda), use_cpu=not cuda,
+        seed=cfg.seed, data_seed=cfg.seed, optim=optimizer_for(cfg.optimizer, cuda), use_cpu=not cuda,
         fp16=dtype == torch.float16, bf16=dtype == torch.bfloat16,
         load_best_model_at_end=keep, metric_for_best_model="accuracy", greater_is_better=True, save_total_limit=2,
         train_sampling_strategy="group_by_length", report_to="none", **every)
@@ -324,11 +322,11 @@ def _save_run(cfg: TrainConfig, run_dir: Path, trainer, tok, source: str | None)
     "Write the model, `labels.json`, `classify.json` (what evaluation needs), the loss history and its plot; return the history."
     _save_model(trainer.model, tok, run_dir)
     history = list(trainer.state.log_history)  # a copy: the evaluation that follows training must not add a point to the curves
-    _write_json(dict(id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}), run_dir / "labels.json")
-    _write_json(dict(model=cfg.model, source=source, strategy=cfg.strategy, truncation=cfg.extra["truncation"], pooling=_pooling(cfg),
+    write_json(dict(id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)}), run_dir / "labels.json")
+    write_json(dict(model=cfg.model, source=source, strategy=cfg.strategy, truncation=cfg.extra["truncation"], pooling=run_pooling(cfg),
                      max_length=cfg.max_length, seed=cfg.seed, batch_size=cfg.batch_size, eval_limit=cfg.eval_limit,
                      precision=cfg.precision), run_dir / "classify.json")
-    _write_json(history, run_dir / "history.json")
+    write_json(history, run_dir / "history.json")
     metrics.plot_loss_curves(history).savefig(run_dir / "loss_curves.png", dpi=100)
     return history
 
@@ -474,7 +472,7 @@ def evaluate(run_dir: Path | str, # a finished classify run
                confusion=rep["confusion"], labels=list(LABELS), data=str(data or "test split"), truncation=info["truncation"],
                held_out_available=len(available), fit=_run_fit(run_dir))
     _plots(run_dir, y, pred, p)
-    _write_json(errors, run_dir / "errors.json"); _write_json(out, run_dir / "eval.json")
+    write_json(errors, run_dir / "errors.json"); write_json(out, run_dir / "eval.json")
     return out
 
 # %% ../../nbs/04_imdb.ipynb #a96b6a6c

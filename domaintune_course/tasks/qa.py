@@ -6,8 +6,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/domain_qa.html.md"""
 
 # %% auto #0
 __all__ = ['PROMPT_STYLE', 'BETTER_INSTRUCTION', 'SAMPLED', 'SYSTEMS', 'COMPARED', 'prepare', 'qa_example', 'train',
-           'score_answers', 'plot_systems', 'evaluate', 'embed', 'retrieve', 'rag_instruction', 'pick_shots',
-           'few_shot_instruction', 'system_instructions', 'compare', 'generate']
+           'score_answers', 'answer_budget', 'prompt_settings', 'plot_systems', 'evaluate', 'embed', 'retrieve',
+           'rag_instruction', 'pick_shots', 'few_shot_instruction', 'system_instructions', 'compare', 'generate']
 
 # %% ../../nbs/03_domain_qa.ipynb #7fa97394
 import json, shutil
@@ -16,19 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 from ..config import InputError, TrainConfig, rehearsal_cap
 from ..data import SPLITS, build_example, build_prompt, clean_records, load_task_data, prepare_data, split_records
+from ..formats import read_jsonl, write_json
 from ..models import resolve_model
 from .. import metrics, qlora
+from ..generation import completion_losses, generate as lm_generate, inference_device
 from ..training import kept
-
-# %% ../../nbs/03_domain_qa.ipynb #60e7c8a2
-def _read_jsonl(path: Path) -> list[dict]:
-    "Rows of a JSON Lines file."
-    return [json.loads(l) for l in Path(path).read_text(encoding="utf-8").splitlines() if l.strip()]
-
-def _write_json(obj, path: Path) -> Path:
-    "Write `obj` as indented JSON."
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    return path
 
 # %% ../../nbs/03_domain_qa.ipynb #14a04a1c
 def prepare(path: str | Path | None, # a prompt/completion (or question/answer, chat, Alpaca) file; None: the bundled Q&A
@@ -74,11 +66,11 @@ def train(cfg: TrainConfig, # the run's configuration (task qa)
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     prepare(cfg.data, run_dir / "data", cfg.seed)
     shutil.copyfile(run_dir / "data" / "manifest.json", run_dir / "manifest.json")
-    train_recs, val_recs = (_read_jsonl(run_dir / "data" / f"{k}.jsonl") for k in ("train", "validation"))
+    train_recs, val_recs = (read_jsonl(run_dir / "data" / f"{k}.jsonl") for k in ("train", "validation"))
     if from_run: cfg = replace(cfg, model=_from_run_model(from_run))
     out = qlora.fine_tune(cfg, run_dir, train_recs, val_recs[:cfg.eval_limit], qa_example, resume=resume, callbacks=callbacks)
     history = out.pop("log_history")
-    _write_json(history, run_dir / "history.json")
+    write_json(history, run_dir / "history.json")
     metrics.plot_loss_curves(history).savefig(run_dir / "loss_curves.png", dpi=100)
     fit = _run_fit(run_dir, out["vocab_size"])  # at chance: no better than guessing over the vocabulary
     return out | dict(fit=fit, train_records=len(train_recs), validation_records=len(val_recs[:cfg.eval_limit]))
@@ -91,13 +83,13 @@ def score_answers(model, tokenizer, # a causal LM (a PeftModel's adapter may be 
                   max_new_tokens: int = 96, # answer budget when generating
                   instructions: list[str] | None = None, # one instruction per record (retrieval notes, few-shot examples), or None
                   progress: bool | str = True, # the generation's progress bar (a string is its label)
-                  **sampling, # `qlora.generate`'s sampling options (do_sample=True, temperature...); none: greedy
+                  **sampling, # `generation.generate`'s sampling options (do_sample=True, temperature...); none: greedy
                  ) -> dict:
     "Perplexity of the reference answers, generated answers, their token F1 and each prompt's length for one system."
     instructions = instructions or [None] * len(records)
     pairs = [qa_example(r, tokenizer, i) for r, i in zip(records, instructions)]
-    losses = qlora.completion_losses(model, tokenizer, pairs, max_length, batch_size)
-    answers = qlora.generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens, batch_size, progress=progress, **sampling)
+    losses = completion_losses(model, tokenizer, pairs, max_length, batch_size)
+    answers = lm_generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens, batch_size, progress=progress, **sampling)
     f1 = [metrics.token_f1(a, r["completion"]) for a, r in zip(answers, records)]
     return dict(perplexity=metrics.perplexity([s / n for s, n in losses], [n for _, n in losses]), token_f1=sum(f1) / len(f1),
                 f1=f1, nll=[s / n for s, n in losses], answers=answers, prompt_tokens=[len(tokenizer(p).input_ids) for p, _ in pairs])
@@ -110,9 +102,14 @@ def _summary(s: dict, seed: int) -> dict:
                 prompt_tokens=round(sum(s["prompt_tokens"]) / len(s["prompt_tokens"]), 1),
                 seconds_per_answer=round(s["answers"].seconds / max(1, len(s["answers"])), 3))
 
-def _answer_budget(cfg: TrainConfig) -> int:
+def answer_budget(cfg: TrainConfig) -> int:
     "New tokens allowed per answer: 96, less for very short budgets (and a rehearsal's few)."
     return rehearsal_cap(cfg, "new_tokens", min(96, cfg.max_length // 2))
+
+def prompt_settings(run_dir: Path | str, # a finished qa run
+                   ) -> dict:
+    "How the run prompts (`style`) and how long it answers (`max_new_tokens`): what `generate`, the server and export use."
+    return dict(style=PROMPT_STYLE, max_new_tokens=answer_budget(qlora.finetune_config(run_dir)))
 
 # %% ../../nbs/03_domain_qa.ipynb #f526fdce
 def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, token_f1_high}
@@ -134,7 +131,7 @@ def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, t
 def _scores(model, tokenizer, cfg: TrainConfig, records, name: str, extra_length: int = 0, run_dir=None, which: str = "",
             instructions: list[str] | None = None, **sampling) -> dict:
     "`score_answers` of one system with the run's budget, kept in `run_dir` for `which` model (`training.kept`); `name` labels its bar."
-    length, budget = cfg.max_length + extra_length, _answer_budget(cfg)
+    length, budget = cfg.max_length + extra_length, answer_budget(cfg)
     go = lambda: score_answers(model, tokenizer, records, length, cfg.eval_batch_size, budget, instructions, name, **sampling)
     if run_dir is None: return go()
     return kept(run_dir, dict(what="qa.score_answers", which=which, records=[(r["prompt"], r["completion"]) for r in records], length=length,
@@ -143,7 +140,7 @@ def _scores(model, tokenizer, cfg: TrainConfig, records, name: str, extra_length
 def _eval_records(run_dir: Path, data, limit: int | None, cfg: TrainConfig) -> list[dict]:
     "The records to score: a user's file, or the run's test split; the first `limit` of them."
     if data: recs = load_task_data("qa", data)
-    elif (run_dir / "data" / "test.jsonl").is_file(): recs = _read_jsonl(run_dir / "data" / "test.jsonl")
+    elif (run_dir / "data" / "test.jsonl").is_file(): recs = read_jsonl(run_dir / "data" / "test.jsonl")
     else: raise InputError(f"{run_dir}: no data/test.jsonl. Fix: pass --data with held-out prompt/completion records.")
     return recs[:limit or cfg.eval_limit]
 
@@ -160,11 +157,11 @@ def evaluate(run_dir: Path | str, # a finished qa run
     table = dict(base=_summary(base, cfg.seed), finetuned=_summary(tuned, cfg.seed))
     out = table | dict(n=len(recs), data=str(data or "test split"), f1_gain=metrics.paired_bootstrap(base["f1"], tuned["f1"], seed=cfg.seed),
                        fine_tuned_ahead_on_perplexity=tuned["perplexity"] < base["perplexity"],
-                       generation_time=dict(base=base["answers"].stats(), finetuned=tuned["answers"].stats(), device=qlora.inference_device()),
+                       generation_time=dict(base=base["answers"].stats(), finetuned=tuned["answers"].stats(), device=inference_device()),
                        examples=[dict(question=r["prompt"], reference=r["completion"], base=b, finetuned=t)
                                  for r, b, t in zip(recs, base["answers"], tuned["answers"])], fit=_run_fit(run_dir, len(tok)))
     plot_systems(table).savefig(run_dir / "eval_comparison.png", dpi=100)
-    _write_json(out, run_dir / "eval.json")
+    write_json(out, run_dir / "eval.json")
     return out
 
 # %% ../../nbs/03_domain_qa.ipynb #0a3c44af
@@ -270,4 +267,4 @@ def generate(run_dir: Path | str, # a finished qa run
     cfg = qlora.finetune_config(run_dir)
     model, tok = qlora.load_finetuned(run_dir)
     prompts = [build_prompt("qa", dict(prompt=t), tok, style=PROMPT_STYLE) for t in texts]
-    return qlora.generate(model, tok, prompts, _answer_budget(cfg), cfg.eval_batch_size, cfg.seed, progress=len(texts) > 1)
+    return lm_generate(model, tok, prompts, answer_budget(cfg), cfg.eval_batch_size, cfg.seed, progress=len(texts) > 1)

@@ -7,9 +7,9 @@ Docs: https://domaintune-course.github.io/domaintune-course/dialogsum.html.md"""
 # %% auto #0
 __all__ = ['STYLE', 'BETTER_INSTRUCTION', 'SAMPLED', 'SYSTEMS', 'COMPARED', 'summary_example', 'summary_prompt', 'prepare',
            'prepare_run_data', 'generation_settings', 'compare_summaries', 'results_table', 'best_and_worst',
-           'plot_rouge', 'continue_from', 'train', 'held_out', 'base_and_finetuned', 'evaluate', 'few_shot_instruction',
-           'summary_table', 'compare_prompts', 'generate', 'DIALOGSUM', 'HUB_NAMES', 'use_hub', 'load_dialogues',
-           'write_csv']
+           'plot_rouge', 'continue_from', 'train', 'held_out', 'base_and_finetuned', 'saved_generation',
+           'prompt_settings', 'evaluate', 'few_shot_instruction', 'summary_table', 'compare_prompts', 'generate',
+           'DIALOGSUM', 'HUB_NAMES', 'use_hub', 'load_dialogues', 'write_csv']
 
 # %% ../../nbs/05_dialogsum.ipynb #633375af
 import json, shutil, unicodedata
@@ -19,8 +19,9 @@ from pathlib import Path
 from ..config import InputError, TrainConfig, rehearsal_cap
 from ..data import SPLITS, build_example, build_prompt, load_task_data, prepare_data
 from ..metrics import ROUGE_TYPES, bootstrap_ci, fit_verdict, paired_bootstrap, plot_loss_curves, rouge_scores
+from ..formats import read_jsonl, write_json
 from ..models import load_permissions, load_tokenizer
-from ..sources import DIALOGSUM, HUB_NAMES, _prepare_hub, _read_jsonl, _write_json, load_dialogues, use_hub, write_csv
+from ..sources import DIALOGSUM, HUB_NAMES, load_dialogues, prepare_hub, use_hub, write_csv
 from ..training import kept
 
 # %% ../../nbs/05_dialogsum.ipynb #5de5752c
@@ -49,7 +50,7 @@ def prepare(path, # a data file (JSONL, CSV, parquet; DialogSum's summary1..3 ke
             seed: int = 42, # the split seed
            ) -> dict:
     "Validate, clean and split dialogues; write the splits, `manifest.json` and `report.json`; return the report."
-    if str(path) in HUB_NAMES: return _prepare_hub(str(path), out_dir, seed)
+    if str(path) in HUB_NAMES: return prepare_hub(str(path), out_dir, seed)
     return prepare_data("summarize", path, out_dir, seed)
 
 def prepare_run_data(cfg: TrainConfig, # the run's data source and seed
@@ -59,7 +60,7 @@ def prepare_run_data(cfg: TrainConfig, # the run's data source and seed
     "The run's splits, written to `out_dir` by `prepare` (or, resuming, the ones already there)."
     out_dir = Path(out_dir)
     if not (resume and (out_dir / "manifest.json").is_file()): prepare(cfg.data, out_dir, cfg.seed)
-    return {s: _read_jsonl(out_dir / f"{s}.jsonl") for s in SPLITS}
+    return {s: read_jsonl(out_dir / f"{s}.jsonl") for s in SPLITS}
 
 # %% ../../nbs/05_dialogsum.ipynb #8da057c9
 def generation_settings(cfg: TrainConfig, # the run's configuration (seed, batch size, max_length, extra["style"])
@@ -134,7 +135,7 @@ def plot_rouge(result: dict, # an evaluation from `compare_summaries` or `evalua
 # %% ../../nbs/05_dialogsum.ipynb #d194b40b
 def _save_run_config(cfg: TrainConfig, run_dir: Path):
     "Write `config.json` in the layout the run tools use, unless the run already has one."
-    if not (run_dir / "config.json").is_file(): _write_json(dict(config=asdict(cfg), seed=cfg.seed), run_dir / "config.json")
+    if not (run_dir / "config.json").is_file(): write_json(dict(config=asdict(cfg), seed=cfg.seed), run_dir / "config.json")
 
 def continue_from(cfg: TrainConfig, # the new run's configuration
                   from_run: Path, # a finished run directory with `model/`
@@ -173,10 +174,10 @@ def train(cfg: TrainConfig, # model, strategy, budget; extra["style"] picks the 
     _save_run_config(cfg, run_dir)
     if from_run: cfg = continue_from(cfg, from_run, run_dir)
     gen = generation_settings(cfg, splits["train"], load_tokenizer(cfg.model, trust_remote_code=load_permissions(cfg.extra)["trust_remote_code"]))
-    _write_json(gen, run_dir / "generation.json")
+    write_json(gen, run_dir / "generation.json")
     metrics = fine_tune(cfg, run_dir, splits["train"], splits["validation"][:cfg.eval_limit],
                         partial(summary_example, style=gen["style"]), resume=resume, callbacks=callbacks)
-    _write_json(metrics["log_history"], run_dir / "history.json")
+    write_json(metrics["log_history"], run_dir / "history.json")
     if any("loss" in h for h in metrics["log_history"]): plot_loss_curves(metrics["log_history"]).savefig(run_dir / "loss.png")
     source = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["source"]
     return metrics | dict(fit=_run_fit(run_dir, metrics["vocab_size"]), data_source=source)
@@ -193,9 +194,9 @@ def held_out(run_dir: Path, # a trained run directory
     "(records, source): the dialogues to score, none of which the run trained or validated on."
     d = Path(run_dir) / "data"
     if not (d / "test.jsonl").is_file(): raise InputError(f"{run_dir}: no data/test.jsonl. Fix: evaluate a run that `train` created.")
-    if data is None: rows, source = _read_jsonl(d / "test.jsonl"), "the run's test split"
+    if data is None: rows, source = read_jsonl(d / "test.jsonl"), "the run's test split"
     else:
-        seen = {_key(r["dialogue"]) for s in ("train", "validation") for r in _read_jsonl(d / f"{s}.jsonl")}
+        seen = {_key(r["dialogue"]) for s in ("train", "validation") for r in read_jsonl(d / f"{s}.jsonl")}
         rows, source = [r for r in load_task_data("summarize", data) if _key(r["dialogue"]) not in seen], str(data)
         if not rows: raise InputError(f"{data}: every dialogue in it was used to train or validate this run. Fix: evaluate on other dialogues.")
     return (rows[:limit] if limit else rows), source
@@ -213,8 +214,9 @@ def base_and_finetuned(run_dir: Path, # a trained run directory
     return out["base"], out["finetuned"]
 
 def _summaries(run_dir: Path, which: str, model, tok, prompts: list[str], gen: dict, label: str, **sampling):
-    "One system's summaries (`qlora.generate` with the run's settings), kept in the run for `which` model (`training.kept`)."
-    from domaintune_course.qlora import finetune_config, generate as lm_generate
+    "One system's summaries (`generation.generate` with the run's settings), kept in the run for `which` model (`training.kept`)."
+    from domaintune_course.qlora import finetune_config
+    from domaintune_course.generation import generate as lm_generate
     batch = finetune_config(run_dir).eval_batch_size
     key = dict(what="summaries", which=which, prompts=prompts, max_new_tokens=gen["max_new_tokens"], batch_size=batch, seed=gen["seed"], sampling=sampling)
     return kept(run_dir, key, lambda: lm_generate(model, tok, prompts, max_new_tokens=gen["max_new_tokens"], batch_size=batch, seed=gen["seed"],
@@ -228,11 +230,17 @@ def _run_config(run_dir: Path) -> TrainConfig:
     raw = json.loads(p.read_text(encoding="utf-8")).get("config", {})
     return TrainConfig(**{k: v for k, v in raw.items() if k in {f.name for f in fields(TrainConfig)}})
 
-def _generation(run_dir: Path) -> dict:
+def saved_generation(run_dir: Path) -> dict:
     "The run's saved generation settings."
     p = Path(run_dir) / "generation.json"
     if not p.is_file(): raise InputError(f"{run_dir}: no generation.json; the run did not finish `train`. Fix: train or resume it.")
     return json.loads(p.read_text(encoding="utf-8"))
+
+def prompt_settings(run_dir: Path | str, # a finished summarize run
+                   ) -> dict:
+    "How the run prompts (`style`) and how long it answers (`max_new_tokens`): what `generate`, the server and export use."
+    gen = saved_generation(Path(run_dir))
+    return dict(style=gen["style"], max_new_tokens=gen["max_new_tokens"])
 
 # %% ../../nbs/05_dialogsum.ipynb #56128c62
 def evaluate(run_dir: Path, # a trained run directory
@@ -240,10 +248,10 @@ def evaluate(run_dir: Path, # a trained run directory
              limit: int | None = None, # score at most this many dialogues; None: the config's `eval_limit`
             ) -> dict:
     "ROUGE of the base and the fine-tuned model on the same held-out dialogues, with 95% intervals on the differences, and the run's fit."
-    from domaintune_course.qlora import inference_device
+    from domaintune_course.generation import inference_device
     run_dir, cfg = Path(run_dir), _run_config(run_dir)
     rows, source = held_out(run_dir, data, limit or cfg.eval_limit)
-    gen = _generation(run_dir)
+    gen = saved_generation(run_dir)
     base, tuned = base_and_finetuned(run_dir, rows, gen)
     result = compare_summaries(base, tuned, [r["references"] for r in rows], seed=cfg.seed)
     table = results_table(rows, base, tuned, result.pop("per_example"))
@@ -253,7 +261,7 @@ def evaluate(run_dir: Path, # a trained run directory
                   best=[r["id"] for r in best_and_worst(table)["best"]], worst=[r["id"] for r in best_and_worst(table)["worst"]],
                   fit=_run_fit(run_dir))
     plot_rouge(result).savefig(run_dir / "rouge.png")
-    _write_json(result, run_dir / "eval.json")
+    write_json(result, run_dir / "eval.json")
     return result
 
 # %% ../../nbs/05_dialogsum.ipynb #4f1a0f47
@@ -300,8 +308,8 @@ def compare_prompts(run_dir: Path, # a trained run directory
     import random
     from domaintune_course.qlora import base_then_finetuned
     if unknown := [s for s in systems if s not in SYSTEMS]: raise InputError(f"Unknown systems {unknown}: choose from {', '.join(SYSTEMS)}.")
-    gen = _generation(run_dir)
-    train = _read_jsonl(Path(run_dir) / "data" / "train.jsonl")
+    gen = saved_generation(run_dir)
+    train = read_jsonl(Path(run_dir) / "data" / "train.jsonl")
     notes = {"plain": None, "better instruction": BETTER_INSTRUCTION,
              "few-shot": few_shot_instruction(random.Random(gen["seed"]).sample(train, min(shots, len(train))))}
     tok, models = base_then_finetuned(run_dir); out, tokens = {}, {}
@@ -318,8 +326,9 @@ def generate(run_dir: Path, # a trained run directory
              texts: list[str], # dialogues, turns separated by newlines
             ) -> list[str]:
     "Summaries of `texts` from the run's fine-tuned model, with the prompt and decoding settings it was trained and evaluated with."
-    from domaintune_course.qlora import finetune_config, generate as lm_generate, load_finetuned
-    gen = _generation(run_dir)
+    from domaintune_course.qlora import finetune_config, load_finetuned
+    from domaintune_course.generation import generate as lm_generate
+    gen = saved_generation(run_dir)
     model, tok = load_finetuned(run_dir)
     prompts = [summary_prompt({"dialogue": t}, tok, gen["style"]) for t in texts]
     return lm_generate(model, tok, prompts, max_new_tokens=gen["max_new_tokens"], batch_size=finetune_config(run_dir).eval_batch_size,
