@@ -55,6 +55,7 @@ def describe_substitutions(subs: dict) -> str:
 # %% ../nbs/reference/training.ipynb #048aee35
 def training_arguments(cfg: TrainConfig, # the budget: batch, accumulation, steps or epochs, learning rate, precision
                        output_dir: Path | str, # where checkpoints go
+                       checkpointing: bool | None = None, # gradient checkpointing; None: `cfg.gradient_checkpointing`
                        **overrides, # any `TrainingArguments` field
                       ):
     "`TrainingArguments` for `cfg` on this machine (CUDA-only options dropped on a CPU; the best checkpoint kept when evaluating)."
@@ -72,7 +73,7 @@ def training_arguments(cfg: TrainConfig, # the budget: batch, accumulation, step
                 save_steps=cfg.eval_steps, save_total_limit=2, report_to=[], seed=cfg.seed, data_seed=cfg.seed, use_cpu=not cuda,
                 load_best_model_at_end=evaluating, metric_for_best_model="eval_loss", greater_is_better=False,
                 train_sampling_strategy="group_by_length", remove_unused_columns=False, dataloader_num_workers=0,
-                **{ckpt: cfg.gradient_checkpointing, f"{ckpt}_kwargs": {"use_reentrant": False}},
+                **{ckpt: cfg.gradient_checkpointing if checkpointing is None else checkpointing, f"{ckpt}_kwargs": {"use_reentrant": False}},
                 include_num_input_tokens_seen="non_padding", label_names=["labels"])
     return TrainingArguments(**(args | overrides))
 

@@ -19,7 +19,8 @@ from ..config import InputError, TrainConfig, rehearsal_records
 from ..models import LORA_TARGETS, load_model, load_permissions, load_tokenizer
 from ..generation import inference_device
 from ..batching import CompletionCollator, course_trainer
-from ..training import compute_dtype, describe_substitutions, newest_checkpoint, optimizer_for, substitutions
+from ..training import compute_dtype, describe_substitutions, newest_checkpoint, substitutions
+from ..training import training_arguments as lm_training_arguments
 from ..data import build_prompt, load_task_data, prepare_data, read_splits, sentiment_label
 from .. import metrics
 from ..pooling import MeanPooler, run_pooling, masked_mean, pooling_mode, use_mean_pooling
@@ -214,24 +215,16 @@ def build_classifier(cfg: TrainConfig, # model, strategy, LoRA settings, extra["
 
 # %% ../../nbs/04_imdb.ipynb #6a5c28b8
 def training_arguments(cfg: TrainConfig, output_dir: Path | str):
-    "`TrainingArguments` for `cfg`: evaluate and save each epoch (each `eval_steps` in step budgets and one-epoch runs), keep the best by validation accuracy."
+    "The course's `TrainingArguments` for `cfg` (`training.training_arguments`) with what an encoder classifier changes: evaluate and save each epoch (each `eval_steps` in step budgets and one-epoch runs), keep the best by validation accuracy."
     # cfg.extra["checkpoints"] = False: no checkpoints (a quick comparison); the last model is the result
-    import torch
-    from transformers import TrainingArguments
-    cuda, dtype = inference_device() == "cuda", compute_dtype(cfg)
     by_steps = cfg.max_steps > 0 or cfg.epochs <= 1  # one epoch evaluated once gives a fit verdict nothing to compare
     every = (dict(eval_strategy="steps", save_strategy="steps", eval_steps=cfg.eval_steps, save_steps=cfg.eval_steps)
              if by_steps else dict(eval_strategy="epoch", save_strategy="epoch"))
     keep = cfg.extra.get("checkpoints", True)
     if not keep: every["save_strategy"] = "no"
-    return TrainingArguments(
-        output_dir=str(output_dir), max_steps=cfg.max_steps, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=2 * cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=0.1, weight_decay=0.01, logging_steps=cfg.logging_steps,
-        seed=cfg.seed, data_seed=cfg.seed, optim=optimizer_for(cfg.optimizer, cuda), use_cpu=not cuda,
-        fp16=dtype == torch.float16, bf16=dtype == torch.bfloat16,
-        load_best_model_at_end=keep, metric_for_best_model="accuracy", greater_is_better=True, save_total_limit=2,
-        train_sampling_strategy="group_by_length", report_to="none", **every)
+    return lm_training_arguments(cfg, output_dir, checkpointing=False, per_device_eval_batch_size=2 * cfg.batch_size, lr_scheduler_type="linear",
+        warmup_steps=0.1, weight_decay=0.01, load_best_model_at_end=keep, metric_for_best_model="accuracy", greater_is_better=True,
+        remove_unused_columns=True, label_names=None, include_num_input_tokens_seen="no", **every)
 
 # %% ../../nbs/04_imdb.ipynb #de3ec2da
 def _val_metrics(pred) -> dict:
