@@ -1,11 +1,14 @@
-"""Every lesson notebook runs top to bottom (smoke profile, `#| slow` and `#| gpu` cells skipped), one case per notebook."""
+"""Every notebook runs top to bottom, each once in the suite: the reference notebooks and the landing page here (smoke profile,
+`#| slow` and `#| gpu` cells skipped), the lessons in `test_rehearsal.py` (every cell but `#| slow` ones, under the t4 profile
+on tiny stand-ins of its models). At the cpu profile on the real small models every lesson ran in full for its committed
+outputs (`make outputs`), and `test_outputs.py` fails when a lesson or a module it imports changed since that run."""
 import json, os, re, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-from nbpaths import LESSONS, NOTEBOOKS
+from nbpaths import INDEX, LESSONS, NOTEBOOKS, REFERENCE
 RUNNER = "import sys, nbdev.test as t; ok, secs = t.test_nb(sys.argv[1], skip_flags=['slow', 'gpu']); sys.exit(0 if ok else 1)"
 MAX_NOTEBOOK_BYTES = 1_500_000
 
@@ -19,28 +22,31 @@ def _run(nb: Path, runs: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", RUNNER, str(nb)], cwd=nb.parent, env=env, capture_output=True, text=True, timeout=900)
 
 
+SMOKE_RUN = REFERENCE + [INDEX]  # the lessons run once, in the lesson rehearsal (see the docstring)
+
+
 @pytest.fixture(scope="module")
 def notebook_runs(request, tmp_path_factory):
     "The selected notebooks' runs, started `WORKERS` at a time when the first is asked for; notebook -> its future."
     chosen = [item.callspec.params["nb"] for item in request.session.items if getattr(item, "originalname", "") == "test_notebook_runs"]
-    pool, futures = ThreadPoolExecutor(WORKERS), {}
-    def after(earlier: list, nb: Path, runs: Path):  # a lesson that reuses earlier lessons' runs starts once they have finished
-        for f in earlier: f.result()
-        return _run(nb, runs)
-    for nb in chosen:  # in course order, so a lesson's earlier lessons are always started before it
-        reused = json.loads(nb.read_text(encoding="utf-8"))["metadata"].get("domaintune", {}).get("runs", {}).values()
-        earlier = [f for other, f in futures.items() if other.stem in set(reused)]
-        futures[nb] = pool.submit(after, earlier, nb, tmp_path_factory.mktemp(f"runs-{nb.stem}"))
+    pool = ThreadPoolExecutor(WORKERS)
+    futures = {nb: pool.submit(_run, nb, tmp_path_factory.mktemp(f"runs-{nb.stem}")) for nb in chosen}
     yield futures
     pool.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in NOTEBOOKS])
+@pytest.mark.parametrize("nb", SMOKE_RUN, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in SMOKE_RUN])
 def test_notebook_runs(nb, notebook_runs):
     "The notebook executes without error under the smoke profile."
     r = notebook_runs[nb].result()
     assert r.returncode == 0, f"{nb.name} failed:\n{r.stderr[-6000:]}"
+
+
+def test_every_notebook_runs_in_the_suite():
+    "No notebook is left out: the smoke run here takes what the lesson rehearsal (every lesson) does not, and nothing twice."
+    from test_rehearsal import NOTEBOOKS as REHEARSED
+    assert sorted(SMOKE_RUN + REHEARSED) == sorted(NOTEBOOKS) and not set(SMOKE_RUN) & set(REHEARSED)
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=[p.relative_to(p.parents[1] if p.parent.name == "reference" else p.parent).with_suffix("").as_posix() for p in NOTEBOOKS])

@@ -135,13 +135,33 @@ def test_documented_commands_run_as_written(doc, tmp_path):
     unknown = [f for f, t in files.items() if t is None]
     assert not unknown, f"{doc.name}: cannot tell which task the data file(s) {unknown} are for"
     for name, task in files.items(): supply(tmp_path / name, task)
-    for argv in cmds:
-        r = run_documented(argv, tmp_path)
+    for argv, r in run_in_order(cmds, tmp_path):
         assert r.returncode == 0 and "Traceback" not in r.stderr, f"{doc.name}: `{shlex.join(argv)}` exited {r.returncode}:\n{r.stderr[-3000:]}"
         if argv[1:3] == ["runs", "show"]:
             shown = json.loads(r.stdout)
             source = Path(shown["data"]["source"]).name
             assert source in files and shown["data"]["read"]["records"] > 0, shown["data"]
+
+
+def run_in_order(cmds: list[list[str]], cwd: Path) -> list[tuple[list[str], subprocess.CompletedProcess]]:
+    """Each command's result, in the documented order. A task's commands run in order, the tasks side by side (two at a
+    time: they share nothing but the runs directory, whose names they keep apart); a command of no task (`env`, `runs list`)
+    runs after every command before it, and before every command after it."""
+    from concurrent.futures import ThreadPoolExecutor
+    results, pool = {}, ThreadPoolExecutor(2)
+    def chain(idx: list[int]):
+        for i in idx:
+            results[i] = run_documented(cmds[i], cwd)
+            if results[i].returncode: return
+    i = 0
+    while i < len(cmds):
+        if _task_of(cmds[i], cmds) is None: results[i] = run_documented(cmds[i], cwd); i += 1; continue
+        j = next((k for k in range(i, len(cmds)) if _task_of(cmds[k], cmds) is None), len(cmds))
+        by_task = {}
+        for k in range(i, j): by_task.setdefault(_task_of(cmds[k], cmds), []).append(k)
+        list(pool.map(chain, by_task.values())); i = j
+    pool.shutdown()
+    return [(cmds[k], results[k]) for k in sorted(results)]
 
 
 def test_the_flag_check_catches_what_the_cli_lacks():
