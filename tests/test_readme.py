@@ -120,9 +120,10 @@ def supply(path: Path, task: str) -> Path:
     return path
 
 
-def run_documented(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run_documented(argv: list[str], cwd: Path, threads: int | None = None) -> subprocess.CompletedProcess:
     "One documented command through the installed console script, as a user types it (the smoke budget; runs in ./runs)."
     env = {k: v for k, v in os.environ.items() if k != "DOMAINTUNE_RUNS"} | {"DOMAINTUNE_PROFILE": "smoke", "MPLBACKEND": "Agg"}
+    if threads: env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}  # side by side, one core each
     return subprocess.run([str(EXE), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
 
 
@@ -144,14 +145,14 @@ def test_documented_commands_run_as_written(doc, tmp_path):
 
 
 def run_in_order(cmds: list[list[str]], cwd: Path) -> list[tuple[list[str], subprocess.CompletedProcess]]:
-    """Each command's result, in the documented order. A task's commands run in order, the tasks side by side (two at a
-    time: they share nothing but the runs directory, whose names they keep apart); a command of no task (`env`, `runs list`)
+    """Each command's result, in the documented order. A task's commands run in order, the tasks side by side (one thread
+    each: they share nothing but the runs directory, whose names they keep apart); a command of no task (`env`, `runs list`)
     runs after every command before it, and before every command after it."""
     from concurrent.futures import ThreadPoolExecutor
-    results, pool = {}, ThreadPoolExecutor(2)
-    def chain(idx: list[int]):
+    results, pool = {}, ThreadPoolExecutor(3)
+    def chain(idx: list[int], threads: int | None):
         for i in idx:
-            results[i] = run_documented(cmds[i], cwd)
+            results[i] = run_documented(cmds[i], cwd, threads)
             if results[i].returncode: return
     i = 0
     while i < len(cmds):
@@ -159,7 +160,7 @@ def run_in_order(cmds: list[list[str]], cwd: Path) -> list[tuple[list[str], subp
         j = next((k for k in range(i, len(cmds)) if _task_of(cmds[k], cmds) is None), len(cmds))
         by_task = {}
         for k in range(i, j): by_task.setdefault(_task_of(cmds[k], cmds), []).append(k)
-        list(pool.map(chain, by_task.values())); i = j
+        list(pool.map(chain, by_task.values(), [1 if len(by_task) > 1 else None] * len(by_task))); i = j
     pool.shutdown()
     return [(cmds[k], results[k]) for k in sorted(results)]
 
