@@ -12,14 +12,20 @@ def modules() -> dict[str, Path]:
     return {p.relative_to(PKG).with_suffix("").as_posix().replace("/", "."): p for p in PKG.rglob("*.py") if p.name != "_modidx.py"}
 
 
+def package_base(node: ast.ImportFrom, name: str) -> str | None:
+    "The package module (dotted, `` for the package) a `from ... import` in module `name` reads from; None outside the package."
+    package = name.split(".")[:-1]
+    if node.level: return ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+    if node.module and node.module.split(".")[0] == "domaintune_course": return node.module.partition(".")[2]
+    return None
+
+
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
     "The package modules `name` imports anywhere in its source, absolute or relative."
-    found, package = set(), name.split(".")[:-1]
+    found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
-            if node.level: base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
-            elif node.module and node.module.split(".")[0] == "domaintune_course": base = node.module.partition(".")[2]
-            else: continue
+            if (base := package_base(node, name)) is None: continue
             found |= {c for c in [base] + [f"{base}.{a.name}".lstrip(".") for a in node.names] if c in known}
         elif isinstance(node, ast.Import):
             found |= {a.name.partition(".")[2] for a in node.names if a.name.partition(".")[2] in known}
@@ -72,13 +78,11 @@ def test_no_import_circle():
 
 def private_uses(path: Path, name: str, known: set[str]) -> list[str]:
     "Private names (`_x`, not dunders) of another package module that `path` imports or reads, and `_x` names in its `__all__`."
-    tree, package, aliases, out = ast.parse(path.read_text(encoding="utf-8")), name.split(".")[:-1], {}, []
+    tree, aliases, out = ast.parse(path.read_text(encoding="utf-8")), {}, []
     private = lambda n: n.startswith("_") and not n.startswith("__")
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level: base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
-            elif node.module and node.module.split(".")[0] == "domaintune_course": base = node.module.partition(".")[2]
-            else: continue
+            if (base := package_base(node, name)) is None: continue
             for a in node.names:
                 full = f"{base}.{a.name}".lstrip(".")
                 if full in known: aliases[a.asname or a.name] = full
