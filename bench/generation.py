@@ -42,8 +42,8 @@ def today_models(run_dir: Path):
     import dataclasses, torch
     from peft import PeftModel
     from transformers import AutoTokenizer
-    from domaintune_course import qlora
-    cfg, model_dir = qlora.finetune_config(run_dir), Path(run_dir) / "model"
+    from domaintune_course import qlora, training
+    cfg, model_dir = training.run_config(run_dir), Path(run_dir) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     quantized = cfg.strategy == "qlora" and torch.cuda.is_available()
     base = qlora.load_base(dataclasses.replace(cfg, strategy="qlora" if quantized else "lora"), tokenizer)
@@ -121,13 +121,13 @@ def get_run(task: str, args, work: Path) -> Path:
 
 def task_setup(task: str, run_dir: Path, args) -> tuple:
     "(prompts_of(tokenizer), answer budget, today's batch size, the new batch size, what was measured) for one run."
-    from domaintune_course import qlora
+    from domaintune_course import qlora, training
     from domaintune_course.formats import read_jsonl
     from domaintune_course.tasks import qa, summarize
-    cfg = qlora.finetune_config(run_dir)
+    cfg = training.run_config(run_dir)
     rows = read_jsonl(run_dir / "data" / "test.jsonl")[:args.examples]
     if task == "summarize":
-        gen = summarize.saved_generation(run_dir)
+        gen = training.run_file(run_dir, "generation")
         return ((lambda tok: [summarize.summary_prompt(r, tok, gen["style"]) for r in rows]), gen["max_new_tokens"], cfg.batch_size,
                 cfg.eval_batch_size, dict(data="bundled dialogues, the run's test split", style=gen["style"]))
     return ((lambda tok: [qa.qa_example(r, tok)[0] for r in rows]), qa.answer_budget(cfg), cfg.batch_size, cfg.eval_batch_size,
@@ -138,7 +138,7 @@ def task_setup(task: str, run_dir: Path, args) -> tuple:
 
 def measure_task(task: str, args, work: Path) -> dict:
     "Interleaved rounds of both paths on one run; medians, speedups and how many answers agree."
-    from domaintune_course import generation, qlora
+    from domaintune_course import generation, qlora, training
     run_dir = get_run(task, args, work)
     prompts_of, budget, today_batch, new_batch, info = task_setup(task, run_dir, args)
     model, tok = today_models(run_dir)
@@ -149,7 +149,7 @@ def measure_task(task: str, args, work: Path) -> dict:
         for path in order:
             rounds[path].append(run_today(model, tok, prompts, budget, today_batch) if path == "today" else run_new(run_dir, prompts_of, budget, new_batch))
             print(f"{task} round {r + 1} {path}: " + ", ".join(f"{m} {rounds[path][-1][m]['seconds']:.1f} s" for m in ("base", "finetuned")), flush=True)
-    cfg = qlora.finetune_config(run_dir)
+    cfg = training.run_config(run_dir)
     out = dict(info, run_dir=str(run_dir) if task in args.runs else None, model=cfg.model, strategy=cfg.strategy, device=generation.inference_device(),
                examples=len(prompts), max_new_tokens=budget, repeats=args.repeats,
                paths=dict(today=summary(rounds["today"], today_batch), new=summary(rounds["new"], new_batch)))

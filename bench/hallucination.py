@@ -2,7 +2,7 @@
 content its sources do not back, measured with lesson 05b's checks (`domaintune_course.hallucination`).
 
 - summarize: base, base with the better instruction, base with a few-shot prompt, fine-tuned (greedy) and fine-tuned
-  sampling at temperature 1 summarize the run's held-out dialogues (`summarize.compare_prompts`); `faithfulness` gives the
+  sampling at temperature 1 summarize the run's held-out dialogues (`summarize.compare`); `faithfulness` gives the
   share of summaries with an unsupported number, name, either (unfaithful), and the mean share of unsupported content
   words, each with a 95% bootstrap interval. The reference summaries are scored the same way, as the yardstick.
 - qa: base, few-shot, better instruction, retrieval, fine-tuned, fine-tuned + retrieval and fine-tuned sampling at
@@ -40,11 +40,11 @@ def quick_setup(task: str, work: Path) -> dict:
 def summarize_task(run_dir: Path, args) -> dict:
     "Faithfulness of each system's summaries and of the references, on the run's held-out dialogues."
     from domaintune_course.hallucination import faithfulness
-    from domaintune_course.qlora import finetune_config
+    from domaintune_course.training import run_config
     from domaintune_course.tasks import summarize as s
-    cfg = finetune_config(run_dir)
+    cfg = run_config(run_dir)
     records, _ = s.held_out(run_dir, None, args.limit or cfg.eval_limit)
-    table, out = s.compare_prompts(run_dir, records, systems=SUMMARY_SYSTEMS)
+    table, out = s.compare(run_dir, records, systems=SUMMARY_SYSTEMS)
     texts = {name: list(v) for name, v in out.items()} | {"reference": [r["summary"] for r in records]}
     systems = {}
     for name, summaries in texts.items():
@@ -57,9 +57,9 @@ def summarize_task(run_dir: Path, args) -> dict:
 def qa_task(run_dir: Path, args) -> dict:
     "Key-fact verdicts of each system's answers on the run's held-out questions."
     from domaintune_course.hallucination import fact_rates, load_key_facts
-    from domaintune_course.qlora import finetune_config
+    from domaintune_course.training import run_config
     from domaintune_course.tasks import qa
-    cfg = finetune_config(run_dir)
+    cfg = run_config(run_dir)
     records = quality.read_jsonl(run_dir / "data" / "test.jsonl")[:args.limit or cfg.eval_limit]
     facts = load_key_facts()
     table, raw = qa.compare(run_dir, records, quality.read_jsonl(run_dir / "data" / "train.jsonl"), systems=QA_SYSTEMS)

@@ -7,7 +7,7 @@ test split (`tasks/<task>.evaluate`), which no model trained or was tuned on. Or
 - classify: the fine-tuned encoder vs TF-IDF + logistic regression (fitted on the run's training split) vs zero-shot
   prompting of an instruct LM, all on the same test reviews (`classify.compare_systems`).
 - summarize: the base model with the task's prompt, with a few-shot prompt and with a better instruction, vs the fine-tuned
-  model (the task's `compare_prompts`): ROUGE with 95% intervals, prompt tokens and seconds per summary, and the paired
+  model (the task's `compare`): ROUGE with 95% intervals, prompt tokens and seconds per summary, and the paired
   interval of each difference.
 - qa: the base model with the task's prompt, few-shot, a better instruction and retrieval, vs the fine-tuned model (the
   task's `compare`): token F1 with intervals, perplexity, prompt tokens and seconds per answer, paired F1 gains.
@@ -107,13 +107,13 @@ def classify_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
 
 
 def summarize_systems(run_dir: Path, args, work: Path) -> tuple[dict, object]:
-    "Base, few-shot, better-instruction and fine-tuned summaries of the same held-out dialogues (the task's `compare_prompts`), ROUGE-L with intervals, cost and the fine-tuned model's paired gain; all four ROUGE types for base and fine-tuned with the paired interval of each difference; and the plot."
+    "Base, few-shot, better-instruction and fine-tuned summaries of the same held-out dialogues (the task's `compare`), ROUGE-L with intervals, cost and the fine-tuned model's paired gain; all four ROUGE types for base and fine-tuned with the paired interval of each difference; and the plot."
     from domaintune_course.metrics import plot_metric_comparison
-    from domaintune_course.qlora import finetune_config
+    from domaintune_course.training import run_config
     from domaintune_course.tasks import summarize as s
-    cfg = finetune_config(run_dir)
+    cfg = run_config(run_dir)
     records, _ = s.held_out(run_dir, None, args.limit or cfg.eval_limit)
-    table, raw = s.compare_prompts(run_dir, records)
+    table, raw = s.compare(run_dir, records)
     ev = s.compare_summaries(list(raw["base"]), list(raw["fine-tuned"]), [r["references"] for r in records], seed=cfg.seed)
     systems = {name: dict(row, n=len(records)) for name, row in table.items()}
     systems["base"] |= ev["base"]; systems["fine-tuned"] |= ev["finetuned"]

@@ -16,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TASKS, TrainConfig, make_config
 from . import jobs
-from .training import last_checkpoint
+from .formats import read_json, write_json
+from .training import last_checkpoint, run_config
 
 # %% ../nbs/reference/cli.ipynb #8755bb04
 class TaskUnavailable(RuntimeError):
@@ -75,7 +76,7 @@ def check_model(name: str, # registry name, local directory or hub id
     path = resolve_model(name, allow_pickle)
     d = Path(path)
     if not d.is_dir(): return path
-    cfg = jobs.read_json(d / "config.json")
+    cfg = read_json(d / "config.json")
     if "auto_map" in cfg and not _native(cfg.get("model_type")) and not trust_remote_code:
         raise InputError(f"--model {name}: its config.json asks to run the repository's own Python code (auto_map), and transformers has no "
                          f"built-in {cfg.get('model_type')!r} architecture. Fix: use a model transformers supports natively, or pass "
@@ -115,14 +116,14 @@ def _accepts(fn, name: str) -> bool:
 def execute(run_dir: Path, # a run directory with its config.json
             resume: bool = False, from_run: Path | None = None) -> dict:
     "Train the run's task in `run_dir` under `jobs.track`; return the metrics."
-    cfg = jobs.load_run_config(run_dir)
+    cfg = run_config(run_dir, trained=False)
     mod = task_module(cfg.task)
     if jobs.cancel_requested(run_dir) and jobs.read_status(run_dir).get("status") == "created":
         jobs.write_status(run_dir, "cancelled", finished=jobs.utc_now()); return {}
     kw = dict(callbacks=jobs.run_callbacks(run_dir)) if _accepts(mod.train, "callbacks") else {}
     with jobs.track(run_dir):
         metrics = mod.train(cfg, run_dir, resume=resume, from_run=from_run, **kw)
-        jobs.atomic_write_json(run_dir / "metrics.json", metrics or {})
+        write_json(metrics or {}, run_dir / "metrics.json")
     return metrics or {}
 
 # %% ../nbs/reference/cli.ipynb #214af233
@@ -174,7 +175,7 @@ def _existing_run(run: str, runs_dir) -> tuple[Path, TrainConfig]:
     if st["status"] == "running": raise InputError(f"{d.name} is still running (pid {st.get('pid')}); cancel it first with `domaintune runs cancel {d.name}`.")
     if st["status"] == "succeeded": raise InputError(f"{d.name} already succeeded; continue it on new data with `domaintune train --from-run {d.name} --data NEW_FILE`.")
     if last_checkpoint(d) is None: raise InputError(f"{d.name} has no checkpoint in {d / 'checkpoints'} to resume from; start a new run instead.")
-    return d, jobs.load_run_config(d)
+    return d, run_config(d, trained=False)
 
 def _source_run(run: str, runs_dir) -> Path:
     "A finished run whose model a new run can continue from."
@@ -198,10 +199,10 @@ def cmd_train(args) -> int:
     if resume:
         run_dir, base = _existing_run(resume if isinstance(resume, str) else (args.out or ""), args.runs_dir)
         cfg, from_run = train_config(args, base), None
-        jobs.atomic_write_json(run_dir / "config.json", {**jobs.read_json(run_dir / "config.json"), "config": asdict(cfg)})
+        write_json({**read_json(run_dir / "config.json"), "config": asdict(cfg)}, run_dir / "config.json")
     else:
         from_run = _source_run(args.from_run, args.runs_dir) if args.from_run else None
-        cfg = train_config(args, jobs.load_run_config(from_run) if from_run else None)
+        cfg = train_config(args, run_config(from_run, trained=False) if from_run else None)
         if from_run: cfg.extra["from_run"] = str(from_run)
         check_model(cfg.model, args.trust_remote_code, args.allow_pickle)
         check_data(cfg)
@@ -230,15 +231,15 @@ def cmd_evaluate(args) -> int:
     "Score a run on held-out data; write `eval.json` and print it."
     d = _trained_run(args.run, args.runs_dir)
     if args.limit is not None and args.limit <= 0: raise InputError(f"--limit {args.limit}: give a positive number of examples.")
-    task = jobs.load_run_config(d).task
+    task = run_config(d, trained=False).task
     result = task_module(task).evaluate(d, check_file(args.data, task=task), args.limit)
-    jobs.atomic_write_json(d / "eval.json", result); _print_json(result); return 0
+    write_json(result, d / "eval.json"); _print_json(result); return 0
 
 def cmd_generate(args) -> int:
     "Run a trained model on one input and print the output."
     d = _trained_run(args.run, args.runs_dir)
     if not args.text.strip(): raise InputError("generate: TEXT is empty; give the question, review or dialogue to answer.")
-    for out in task_module(jobs.load_run_config(d).task).generate(d, [args.text]): print(out)
+    for out in task_module(run_config(d, trained=False).task).generate(d, [args.text]): print(out)
     return 0
 
 # %% ../nbs/reference/cli.ipynb #1c141700
@@ -267,7 +268,7 @@ def cmd_runs(args) -> int:
 # %% ../nbs/reference/cli.ipynb #e0e06f8b
 def show_run(run_dir: Path) -> dict:
     "Status, configuration, the data it read (source, format, columns, label aliases, split sizes), metrics and files of one run."
-    read = lambda n: jobs.read_json(run_dir / n, default={}) if (run_dir / n).is_file() else None
+    read = lambda n: read_json(run_dir / n, default={}) if (run_dir / n).is_file() else None
     manifest = read("manifest.json") or {}
     data = {k: manifest[k] for k in ("source", "read", "counts", "seed") if k in manifest} or None
     return dict(run=str(run_dir), status=jobs.read_status(run_dir), config=(read("config.json") or {}).get("config"), data=data,
@@ -312,7 +313,7 @@ def cmd_demo(args) -> int:
     execute(run_dir)
     if jobs.read_status(run_dir)["status"] != "succeeded": print(f"The run ended {jobs.read_status(run_dir)['status']}."); return 1
     result = task_module("qa").evaluate(run_dir, None, None)
-    jobs.atomic_write_json(run_dir / "eval.json", result)
+    write_json(result, run_dir / "eval.json")
     print(format_comparison(result))
     t = result.get("generation_time", {})
     if t: print("generation: " + ", ".join(f"{k} {v['seconds']:.0f} s ({v['examples_per_second']:.2f} questions/s)" for k, v in t.items() if isinstance(v, dict)))

@@ -106,7 +106,7 @@ LESSON_WORK = {  # every lesson in nbs/, in course order (tests/test_colab.py ch
     "03_domain_qa": (Work("qa", train=1, full=1, answers=10, scored=10, loads=8),),  # evaluate, 5 systems, seen, the GPU cell
     "04_imdb": (Work("classify", train=2.6, scored=2, loads=7),  # 4 one-epoch variants on 240 reviews, train, evaluate
                 Work("classify", train=1, scored=1, data="imdb", loads=2)),  # the GPU cell: an epoch of IMDb, its test set
-    "05_dialogsum": (Work("summarize", train=1, answers=6, loads=5),),  # evaluate (2 systems), compare_prompts (4)
+    "05_dialogsum": (Work("summarize", train=1, answers=6, loads=5),),  # evaluate (2 systems), compare (4)
     "05b_hallucination": (Work("summarize", train=1, answers=4, loads=2), Work("qa", train=1, answers=6, scored=6, loads=3)),
     "06_jobs": (Work("classify", train=1, loads=3),  # a job cancelled and resumed, then served
                 Work("qa", train=2, answers=8, scored=8, examples=12, loads=6)),  # two releases, 4 evaluations of 12

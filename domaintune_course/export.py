@@ -28,14 +28,15 @@ def merge_run(run_dir: Path | str, # a finished qa or summarize run
               out_dir: Path | str, # a new or empty directory
              ) -> Path:
     "Save the run's model with its adapter merged (or its full weights), the tokenizer, and the prompt it needs in `domaintune.json`."
-    from domaintune_course.server import prompt_settings
-    from domaintune_course.qlora import finetune_config, load_finetuned, merge_adapter
+    from domaintune_course.prompting import prompt_settings
+    from domaintune_course.training import run_config
+    from domaintune_course.qlora import load_finetuned, merge_adapter
     run_dir, settings = Path(run_dir), prompt_settings(run_dir)
     out = _new_dir(out_dir)
     if (run_dir / "model" / "adapter_config.json").is_file(): merge_adapter(run_dir, out)
     else:
         model, tok = load_finetuned(run_dir); model.save_pretrained(out); tok.save_pretrained(out)
-    cfg = finetune_config(run_dir)
+    cfg = run_config(run_dir)
     (out / "domaintune.json").write_text(json.dumps(settings | dict(run=run_dir.name, base_model=cfg.model, strategy=cfg.strategy), indent=2), encoding="utf-8")
     return out
 
@@ -75,7 +76,7 @@ def export_run(run_dir: Path | str, # a finished qa or summarize run
                check: bool = False, # gguf: compare llama.cpp's greedy answers with the merged model's
               ) -> dict:
     "Export a run as a merged model, or as GGUF with an Ollama Modelfile; return what was written."
-    from domaintune_course.server import prompt_settings
+    from domaintune_course.prompting import prompt_settings
     if fmt not in ("merged", "gguf"): raise InputError(f"--format {fmt}: use merged or gguf.")
     run_dir = Path(run_dir); settings = prompt_settings(run_dir)
     out = _new_dir(out or run_dir / f"export-{fmt}")

@@ -6,8 +6,8 @@ Docs: https://domaintune-course.github.io/domaintune-course/qlora.html.md"""
 
 # %% auto #0
 __all__ = ['quantization_config', 'linear_names', 'lora_targets', 'load_base', 'load_for_training', 'trainable_report',
-           'quantized_layers', 'quantization_gap', 'featurize', 'save_finetuned', 'fine_tune', 'finetune_config',
-           'load_finetuned', 'base_then_finetuned', 'merge_adapter']
+           'quantized_layers', 'quantization_gap', 'featurize', 'save_finetuned', 'fine_tune', 'load_finetuned',
+           'base_then_finetuned', 'merge_adapter']
 
 # %% ../nbs/02_qlora.ipynb #30cbe92b
 import gc, importlib.util, json, math, os, time
@@ -18,9 +18,9 @@ from pathlib import Path
 from .config import InputError, TrainConfig, cuda_usable, rehearsal_records
 from .models import LORA_TARGETS, load_model, load_tokenizer, load_permissions
 from .batching import course_trainer, encode_prompt, ensure_pad_token, make_collator, tokenize_example
-from domaintune_course.training import (compute_dtype, training_arguments, substitutions, describe_substitutions, keep_trainable_layout,
+from .training import (compute_dtype, training_arguments, substitutions, describe_substitutions, keep_trainable_layout,
     last_checkpoint, dir_size_mb, freeze_lower_blocks, one_device, plain_linear_layers, EQUIVALENT_LINEARS, tokens_before, timed_train,
-    run_metrics, final_eval)
+    run_metrics, final_eval, run_config)
 from .generation import inference_device
 
 # %% ../nbs/02_qlora.ipynb #7cb594d4
@@ -181,13 +181,6 @@ def fine_tune(cfg: TrainConfig, # model, strategy and budget
     return metrics | dict(resumed_from=ckpt.name if ckpt else None, model_dir_mb=round(dir_size_mb(run_dir / "model"), 2),
                           substitutions=subs, vocab_size=len(tokenizer))
 
-# %% ../nbs/02_qlora.ipynb #ff9848f2
-def finetune_config(run_dir: Path | str) -> TrainConfig:
-    "The `TrainConfig` saved with a fine-tuned model."
-    path = Path(run_dir) / "model" / "finetune.json"
-    if not path.is_file(): raise InputError(f"{path} not found: {run_dir} holds no fine-tuned model. Fix: point at a run directory that finished training.")
-    return TrainConfig(**json.loads(path.read_text(encoding="utf-8")))
-
 # %% ../nbs/02_qlora.ipynb #f818676b
 def _ready(model):
     "`model` in eval mode with its KV cache on (training switched it off)."
@@ -220,7 +213,7 @@ def load_finetuned(run_dir: Path | str, # a run directory with `model/`
                   ):
     "(model, tokenizer) of a fine-tuned run, ready for inference on the inference device."
     from transformers import AutoTokenizer
-    cfg, model_dir = finetune_config(run_dir), Path(run_dir) / "model"
+    cfg, model_dir = run_config(run_dir), Path(run_dir) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not (model_dir / "adapter_config.json").exists(): return _load_full(model_dir, cfg), tokenizer
     quantized = _quantized(cfg, quantized)
@@ -249,7 +242,7 @@ def base_then_finetuned(run_dir: Path | str, # a run directory with `model/`
     "(tokenizer, models): `models` yields ('base', model) then ('finetuned', model), loaded once and placed as inference runs fastest."
     from transformers import AutoTokenizer
     model_dir = Path(run_dir) / "model"
-    cfg, tokenizer = finetune_config(run_dir), AutoTokenizer.from_pretrained(model_dir)
+    cfg, tokenizer = run_config(run_dir), AutoTokenizer.from_pretrained(model_dir)
     quantized = _quantized(cfg, quantized)
     return tokenizer, _base_then_finetuned(cfg, model_dir, tokenizer, quantized, not quantized if merge is None else merge)
 
@@ -258,7 +251,7 @@ def merge_adapter(run_dir: Path | str, # a LoRA/QLoRA run directory
                   out_dir: Path | str, # where the merged model and tokenizer go
                  ) -> Path:
     "Merge a run's adapter into its base (loaded in full precision) and save a plain model to `out_dir`."
-    finetune_config(run_dir)
+    run_config(run_dir)
     if not (Path(run_dir) / "model" / "adapter_config.json").is_file(): raise InputError(f"{run_dir} holds a full model, not an adapter: nothing to merge.")
     merged, tokenizer = load_finetuned(run_dir, quantized=False, merge=True)
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ import pytest
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError, format_report
 from domaintune_course.testing import tiny_model_dir, toy_qa_rows, write_jsonl
+from domaintune_course.prompting import pick_shots, system_instructions
 from domaintune_course.tasks import qa
 
 
@@ -117,13 +118,14 @@ def test_cli_trains_evaluates_and_generates_on_a_user_file(model_dir, data_file,
 def test_prompt_baselines_draw_their_examples_from_the_corpus_only():
     "Few-shot examples come from the training records, the same for every question; an unknown prompt or system is refused."
     train, test = toy_qa_rows(12)[:8], toy_qa_rows(12)[8:]
-    few = qa.system_instructions("few-shot", test, train, shots=3, seed=0)
-    assert len(set(few)) == 1 and all(r["prompt"] in few[0] for r in qa.pick_shots(train, 3, 0))
+    few = system_instructions("qa", "few-shot", test, train, qa.BETTER_INSTRUCTION, shots=3, seed=0)
+    assert len(set(few)) == 1 and all(r["prompt"] in few[0] for r in pick_shots(train, 3, 0))
     assert not any(r["prompt"] in few[0] for r in test)
-    assert qa.system_instructions("plain", test, train) is None
-    assert qa.system_instructions("better instruction", test, train) == [qa.BETTER_INSTRUCTION] * len(test)
-    with pytest.raises(InputError, match="Unknown prompt kind"): qa.system_instructions("telepathy", test, train)
-    with pytest.raises(InputError, match="Unknown systems"): qa.compare("no-run", test, train, systems=("oracle",))
+    assert system_instructions("qa", "plain", test, train, qa.BETTER_INSTRUCTION) is None
+    assert system_instructions("qa", "better instruction", test, train, qa.BETTER_INSTRUCTION) == [qa.BETTER_INSTRUCTION] * len(test)
+    retrieved = system_instructions("qa", "retrieval", test[:2], train, qa.BETTER_INSTRUCTION, retrieval=qa.retrieval_instructions)
+    assert len(retrieved) == 2 and all(r.startswith("Answer the question. These answers") for r in retrieved)
+    with pytest.raises(InputError, match="Unknown prompt kind"): system_instructions("qa", "telepathy", test, train, qa.BETTER_INSTRUCTION)
 
 
 def test_compare_scores_every_system_with_its_cost(trained):
@@ -136,3 +138,4 @@ def test_compare_scores_every_system_with_its_cost(trained):
     assert all(r["seconds_per_answer"] > 0 and 0 <= r["token_f1"] <= 1 for r in table.values())
     assert raw["base"]["perplexity"] != raw["base, few-shot"]["perplexity"]  # the examples change what the model expects
     assert len(raw["fine-tuned, sampled"]["answers"]) == 2
+    with pytest.raises(InputError, match="Unknown systems"): qa.compare(run, recs, corpus, systems=("oracle",))

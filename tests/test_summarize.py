@@ -7,7 +7,9 @@ from domaintune_course import cli, metrics as M
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError
 from domaintune_course.metrics import ROUGE_TYPES
+from domaintune_course.prompting import few_shot_instruction
 from domaintune_course.tasks import summarize
+from domaintune_course.training import run_config
 from domaintune_course.testing import tiny_model_dir, toy_dialogues, write_jsonl
 
 
@@ -102,8 +104,8 @@ def test_from_run_continues_from_the_merged_model(trained, tmp_path):
     cfg = make_config("summarize", "smoke", model=str(root / "tiny"), data=str(root / "toy.jsonl"), strategy="lora", max_steps=2)
     metrics = summarize.train(cfg, tmp_path / "r2", from_run=run)
     assert metrics["global_step"] == 2
-    assert (tmp_path / "r2" / "base" / "config.json").is_file(), "the first run's adapter is merged into a base for the second"
-    assert json.loads((tmp_path / "r2" / "model" / "finetune.json").read_text())["model"] == str(tmp_path / "r2" / "base")
+    assert (run / "model-merged" / "config.json").is_file(), "the first run's adapter is merged once, beside it, for every continuation"
+    assert json.loads((tmp_path / "r2" / "model" / "finetune.json").read_text())["model"] == str(run / "model-merged")
 
 
 def test_compare_summaries_scores_rougelsum_sentence_by_sentence():
@@ -117,19 +119,21 @@ def test_compare_summaries_scores_rougelsum_sentence_by_sentence():
     assert "Punkt" in c["rougeLsum_sentences"]
 
 
-def test_compare_prompts_scores_prompting_baselines_beside_the_fine_tuned_model(trained):
+def test_compare_scores_prompting_baselines_beside_the_fine_tuned_model(trained):
     "Few-shot examples come from the run's training split; every system reports ROUGE-L with an interval, its cost, and its gap to the fine-tuned model."
     root, run = trained
     held, _ = summarize.held_out(run, limit=2)
     train = [json.loads(l) for l in (run / "data" / "train.jsonl").read_text().splitlines()]
-    table, out = summarize.compare_prompts(run, held, shots=1)
+    table, out = summarize.compare(run, held, shots=1)
     assert list(table) == list(summarize.COMPARED) and all(len(out[s]) == 2 for s in table)
     assert table["base, few-shot"]["prompt_tokens"] > table["base"]["prompt_tokens"]
     assert all(r["rougeL_low"] <= r["rougeL"] <= r["rougeL_high"] and r["seconds_per_summary"] > 0 for r in table.values())
     assert "finetuned_gain" in table["base"] and "finetuned_gain" not in table["fine-tuned"]
-    few = summarize.few_shot_instruction(train[:1])
+    few = few_shot_instruction("summarize", train[:1])
     assert train[0]["summary"] in few and not any(r["summary"] in few for r in held)
-    with pytest.raises(InputError, match="Unknown systems"): summarize.compare_prompts(run, held, systems=("oracle",))
+    with pytest.raises(InputError, match="Unknown systems"): summarize.compare(run, held, systems=("oracle",))
+    default, texts = summarize.compare(run, systems=("base",))  # no records: the run's held-out dialogues
+    assert default["base"]["rougeL"] >= 0 and len(texts["base"]) == min(len(summarize.held_out(run)[0]), run_config(run).eval_limit)
 
 
 def test_train_and_evaluate_name_the_fit_like_the_other_tasks(trained, tmp_path):

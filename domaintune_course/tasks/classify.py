@@ -7,9 +7,9 @@ Docs: https://domaintune-course.github.io/domaintune-course/imdb.html.md"""
 # %% auto #0
 __all__ = ['LABELS', 'TRUNCATIONS', 'TRUNCATION', 'check_labels', 'load_reviews', 'take_balanced', 'prepare', 'keep_tokens',
            'clip_text', 'encode', 'embed', 'probe_truncation', 'head_modules', 'freeze', 'count_parameters', 'add_lora',
-           'build_classifier', 'training_arguments', 'fit', 'scoring_dtype', 'predict_proba', 'train',
-           'load_classifier', 'tfidf_baseline', 'tfidf_scores', 'zero_shot_scores', 'evaluate', 'compare_systems',
-           'verdict', 'generate']
+           'build_classifier', 'training_arguments', 'fit', 'scoring_dtype', 'predict_proba', 'merge_classifier',
+           'train', 'load_classifier', 'tfidf_baseline', 'tfidf_scores', 'zero_shot_scores', 'evaluate',
+           'compare_systems', 'verdict', 'generate']
 
 # %% ../../nbs/04_imdb.ipynb #23a6e516
 import json, random, shutil, time
@@ -19,7 +19,7 @@ from ..config import InputError, TrainConfig, rehearsal_records
 from ..models import LORA_TARGETS, load_model, load_permissions, load_tokenizer
 from ..generation import inference_device
 from ..batching import CompletionCollator, course_trainer
-from ..training import compute_dtype, describe_substitutions, newest_checkpoint, substitutions
+from ..training import compute_dtype, continue_from, describe_substitutions, newest_checkpoint, run_file, substitutions
 from ..training import training_arguments as lm_training_arguments
 from ..data import build_prompt, load_task_data, prepare_data, read_splits, sentiment_label
 from .. import metrics
@@ -298,17 +298,13 @@ def _save_model(model, tok, run_dir: Path) -> Path:
     model.save_pretrained(out); tok.save_pretrained(out)
     return out
 
-def _source(from_run) -> str | None:
-    "A directory of full weights from a previous run (merging a LoRA adapter), or None."
-    if from_run is None: return None
-    d = Path(from_run) / "model"
-    if (d / "config.json").is_file(): return str(d)
-    if not (d / "adapter_config.json").is_file(): raise InputError(f"{from_run}: no trained model in {d}. Fix: pass a finished classify run.")
-    merged = Path(from_run) / "model-merged"
-    if not (merged / "config.json").is_file():
-        m, tok = load_classifier(from_run)
-        m.merge_and_unload().save_pretrained(merged); tok.save_pretrained(merged)
-    return str(merged)
+def merge_classifier(run_dir: Path | str, # a LoRA classify run
+                     out_dir: Path | str, # where the merged model and tokenizer go
+                    ) -> Path:
+    "Merge a classify run's adapter into its encoder and save a plain model to `out_dir` (what `training.continue_from` starts from)."
+    m, tok = load_classifier(run_dir)
+    m.merge_and_unload().save_pretrained(out_dir); tok.save_pretrained(out_dir)
+    return Path(out_dir)
 
 # %% ../../nbs/04_imdb.ipynb #55a9dbfd
 def _save_run(cfg: TrainConfig, run_dir: Path, trainer, tok, source: str | None) -> list:
@@ -344,7 +340,7 @@ def train(cfg: TrainConfig, # the run's configuration (task classify)
     shutil.copyfile(run_dir / "data" / "manifest.json", run_dir / "manifest.json")
     splits, subs = read_splits(run_dir / "data", "classify"), substitutions(cfg)
     if subs: print(describe_substitutions(subs))
-    t0, source = time.time(), _source(from_run)
+    t0, source = time.time(), continue_from(from_run, merge_classifier) if from_run else None
     trainer, tok = fit(cfg, splits, run_dir / "checkpoints", callbacks, resume, source)
     _save_run(cfg, run_dir, trainer, tok, source)
     best = trainer.evaluate()
@@ -356,7 +352,7 @@ def train(cfg: TrainConfig, # the run's configuration (task classify)
 # %% ../../nbs/04_imdb.ipynb #2c14df30
 def load_classifier(run_dir: Path | str):
     "The trained classifier (on the GPU when there is one) and its tokenizer from a run directory."
-    d, info = Path(run_dir) / "model", json.loads((Path(run_dir) / "classify.json").read_text(encoding="utf-8"))
+    d, info = Path(run_dir) / "model", run_file(run_dir, "classify")
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(str(d))
     pool = (lambda m: use_mean_pooling(m) if info.get("pooling") == "mean" else m)  # runs made before pooling was recorded read [CLS]
@@ -448,7 +444,7 @@ def evaluate(run_dir: Path | str, # a finished classify run
              limit: int | None = None, # score at most this many reviews (both classes kept); None: the run's `eval_limit`
             ) -> dict:
     "Score held-out reviews; write `eval.json`, `errors.json` and the plots into the run; return the eval dict."
-    run_dir = Path(run_dir); info = json.loads((run_dir / "classify.json").read_text(encoding="utf-8"))
+    run_dir = Path(run_dir); info = run_file(run_dir, "classify")
     available = _held_out(run_dir, data, info["seed"])
     recs = take_balanced(available, limit or info.get("eval_limit"), info["seed"])  # capped: 25,000 reviews take hours on a CPU
     model, tok = load_classifier(run_dir)
@@ -500,7 +496,7 @@ def generate(run_dir: Path | str, # a finished classify run
              texts: list[str], # reviews to label
             ) -> list[str]:
     "The predicted label of each text with its probability, e.g. `positive (0.97)`."
-    info = json.loads((Path(run_dir) / "classify.json").read_text(encoding="utf-8"))
+    info = run_file(run_dir, "classify")
     model, tok = load_classifier(run_dir)
     p = predict_proba(model, tok, list(texts), info["max_length"], info["truncation"], precision=info.get("precision", "fp32"))
     return [f"{LABELS[int(x >= 0.5)]} ({max(x, 1 - x):.2f})" for x in p]
