@@ -6,7 +6,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/generation
 
 # %% auto #0
 __all__ = ['inference_device', 'stop_ids', 'end_marker_ids', 'EndsWith', 'stop_kwargs', 'Generations', 'length_batches',
-           'generate_batch', 'progress_bar', 'generate', 'completion_losses']
+           'generate', 'completion_losses']
 
 # %% ../nbs/reference/generation.ipynb #fb96eb96
 import time
@@ -74,7 +74,7 @@ def length_batches(lengths: list[int], # one length per example
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 # %% ../nbs/reference/generation.ipynb #d4994209
-def generate_batch(model, tokenizer, ids: list[list[int]], max_new_tokens: int, stop: dict, **sampling) -> tuple[list[str], int]:
+def _generate_batch(model, tokenizer, ids: list[list[int]], max_new_tokens: int, stop: dict, **sampling) -> tuple[list[str], int]:
     "Answers to one left-padded batch of token ids (greedy unless `sampling` says otherwise), cut at the end marker or eos, and the tokens generated."
     import torch
     batch = CompletionCollator(tokenizer, padding_side="left")([dict(input_ids=x, attention_mask=[1] * len(x)) for x in ids])
@@ -86,7 +86,7 @@ def generate_batch(model, tokenizer, ids: list[list[int]], max_new_tokens: int, 
     texts = tokenizer.batch_decode(new, skip_special_tokens=False)
     return [cut_at_end(t.replace(tokenizer.pad_token or "\0", ""), tokenizer.eos_token) for t in texts], int((new != tokenizer.pad_token_id).sum())
 
-def progress_bar(total: int, progress: bool | str):
+def _progress_bar(total: int, progress: bool | str):
     "A progress bar over examples that shows examples per second (hidden when `progress` is False)."
     from tqdm.auto import tqdm
     return tqdm(total=total, unit="ex", desc=progress if isinstance(progress, str) else "generating", disable=progress is False,
@@ -106,9 +106,9 @@ def generate(model, tokenizer, # a causal LM (base, PeftModel or merged) and its
     torch.manual_seed(seed)
     ids, stop = [encode_prompt(tokenizer, p) for p in prompts], stop_kwargs(tokenizer)
     out, start = Generations([""] * len(ids)), time.perf_counter()
-    with progress_bar(len(ids), progress) as bar:
+    with _progress_bar(len(ids), progress) as bar:
         for idx in length_batches([len(x) for x in ids], batch_size):
-            texts, n = generate_batch(model, tokenizer, [ids[i] for i in idx], max_new_tokens, stop, **sampling)
+            texts, n = _generate_batch(model, tokenizer, [ids[i] for i in idx], max_new_tokens, stop, **sampling)
             for i, t in zip(idx, texts): out[i] = t
             out.new_tokens += n
             bar.update(len(idx)); bar.set_postfix_str(f"{out.new_tokens / (time.perf_counter() - start):.0f} new tokens/s", refresh=False)

@@ -247,14 +247,14 @@ def fit_lm(model_dir: Path | str, # a saved causal LM and tokenizer (safetensors
            callbacks: list | None = None, # e.g. `run_callbacks(out_dir)`
           ) -> dict:
     "Train a causal LM with a plain `Trainer`; return the final loss and the log history."
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
-    from domaintune_course.training import last_checkpoint
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+    from domaintune_course.training import last_checkpoint, training_arguments
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    args = TrainingArguments(output_dir=str(Path(out_dir) / "checkpoints"), max_steps=max_steps, per_device_train_batch_size=batch_size,
-                             gradient_accumulation_steps=grad_accum, learning_rate=learning_rate, seed=seed, data_seed=seed,
-                             logging_steps=1, save_steps=save_steps, save_strategy="steps", report_to=[], use_cpu=True,
-                             disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="linear", warmup_steps=0)
+    cfg = TrainConfig(model=str(model_dir), strategy="full", precision="fp32", seed=seed, batch_size=batch_size, grad_accum=grad_accum,
+                      max_steps=max_steps, learning_rate=learning_rate, eval_steps=save_steps, logging_steps=1)
+    args = training_arguments(cfg, Path(out_dir) / "checkpoints", checkpointing=False, eval_strategy="no", save_total_limit=None,  # the course's mapping,
+                              lr_scheduler_type="linear", warmup_steps=0, train_sampling_strategy="random", use_cpu=True, disable_tqdm=True)  # as a plain loop
     trainer = Trainer(model=model, args=args, train_dataset=_lm_dataset(tok, rows, 64), data_collator=_pad(tok), callbacks=callbacks)
     ckpt = last_checkpoint(out_dir) if resume else None
     out = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)

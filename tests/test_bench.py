@@ -229,10 +229,12 @@ def test_gguf_parity_quick(out):
     assert all("llama.cpp could not run" in t["crashed"] and not t["meets_threshold"] for k, t in d["types"].items() if k not in measured)
 
 
-def test_make_outputs_runs_the_lessons_in_a_kernel():
-    "`make outputs LESSONS=...` (README) is bench/lessons.py --write-outputs on those lessons; it refuses the quick mode."
-    r = subprocess.run(["make", "-n", "outputs", "LESSONS=02_qlora 03_domain_qa"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and "bench/lessons.py --write-outputs --only 02_qlora 03_domain_qa" in r.stdout, r.stdout + r.stderr
+def test_make_outputs_runs_only_the_lessons_named():
+    "`make outputs LESSONS=...` (README) hands the names to bench/lessons.py, which checks them all before running any; it refuses the quick mode."
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "nbs").glob("*.ipynb")}
+    r = subprocess.run(["make", "--no-print-directory", "outputs", "LESSONS=02_qlora no_such_lesson"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "No such notebook(s) in nbs/: no_such_lesson." in r.stderr and "02_qlora" in r.stderr, r.stdout + r.stderr
+    assert {p: p.stat().st_mtime_ns for p in before} == before, "no lesson was run or rewritten"
     with pytest.raises(SystemExit): script("lessons").main(["--write-outputs", "--quick", "--out", "/nonexistent"])
 
 

@@ -40,13 +40,18 @@ def test_fine_tune_keeps_the_best_checkpoint_not_the_last(causal_dir, tmp_path):
 
 
 def test_resume_ends_with_the_best_of_the_whole_run(causal_dir, tmp_path):
-    "Cancel after 2 updates, resume to 4: the newest checkpoint resumes, the best one survives the rotation and is kept."
+    """Cancel after 2 updates, resume to 4: the newest checkpoint resumes, the best one survives the rotation and is kept; the
+    token count goes on from the checkpoint's and the speed is this process's own."""
     rows = toy_qa_rows(16)
     first = qlora.fine_tune(_cfg(causal_dir, max_steps=2), tmp_path, rows[:12], rows[12:], example_fn)
     assert training.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-2"
+    done = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"]
     m = qlora.fine_tune(_cfg(causal_dir), tmp_path, rows[:12], rows[12:], example_fn, resume=True)
     evals = {h["step"]: h["eval_loss"] for h in m["log_history"] if "eval_loss" in h}
-    assert m["resumed_from"] == "checkpoint-2" and set(evals) == {1, 2, 3, 4}
+    assert m["resumed_from"] == "checkpoint-2" and m["global_step"] == 4 and set(evals) == {1, 2, 3, 4}
+    assert 0 < done < m["tokens_seen"]
+    # the speed of this process: the tokens it trained on (not the checkpoint's) over its own time (wall_time_s is rounded to 0.1 s)
+    assert m["tokens_per_second"] == pytest.approx((m["tokens_seen"] - done) / m["wall_time_s"], rel=0.3)
     assert m["eval_loss"] == pytest.approx(min(evals.values()))
     assert (tmp_path / "checkpoints" / m["best_checkpoint"]).is_dir() and training.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-4"
 

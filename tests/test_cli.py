@@ -239,43 +239,70 @@ def test_detach_cancel_resume(space):
     assert jobs.read_status(run)["step"] == st["step"] + 2
 
 
+def _kill_at(run: Path, step: int, seen: dict):
+    "SIGKILL a detached run's process once its status shows `step` steps; record the pid, the step it reached and what the run reads as."
+    if not wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= step, every=0.02):
+        seen["error"] = (run / "train.log").read_text()[-3000:]; return
+    st = jobs.read_json(run / "status.json")
+    try: os.kill(st["pid"], signal.SIGKILL)
+    except ProcessLookupError: seen["error"] = f"it ended at step {st['step']}, before it could be killed"; return
+    if wait_for(lambda: not jobs._alive(st["pid"]), timeout=30):
+        seen.update(pid=st["pid"], step=st["step"], status=jobs.read_status(run), checkpoint=training.last_checkpoint(run))
+
+
+@pytest.fixture(scope="module")
+def killed(space):
+    """Two runs started through the real command, detached, and killed with SIGKILL: a classify run at step 3 of 8 and a
+    qa (LoRA) run in its second epoch (step 9 of 14); each beside the same run uninterrupted, then resumed with `--resume`.
+    Both start at once and are killed from threads while the uninterrupted runs train here: one start-up's wait for both."""
+    import threading
+    d = space["root"].parent
+    root = d / "kill-runs"
+    causal = tiny_model_dir("causal", d / "causal")
+    data = write_jsonl(toy_qa_rows(40), d / "qa.jsonl")   # 28 training records: 7 batches of 4 per epoch
+    args = dict(classify=("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 8, "--seed", 3),
+                qa=("train", "--task", "qa", "--model", causal, "--data", data, "--strategy", "lora", "--max-steps", 14, "--seed", 5))
+    kill_at, runs, seen, watchers = dict(classify=3, qa=9), {}, {}, []
+    for task, a in args.items():
+        runs[task] = Path(dt(*a, "--out", f"killed-{task}", "--detach", runs_dir=root, subprocess_=True).stdout.strip().splitlines()[-1])
+        seen[task] = {}
+        watchers.append(threading.Thread(target=_kill_at, args=(runs[task], kill_at[task], seen[task]), daemon=True))
+        watchers[-1].start()
+    ref = {task: last_json(dt(*a, "--out", f"ref-{task}", runs_dir=root).stdout) for task, a in args.items()}
+    for w in watchers: w.join(timeout=330)
+    for task in args: assert seen[task].get("pid"), f"{task}: not killed\n{seen[task].get('error', '')}"
+    resumed = {task: last_json(dt("train", "--resume", f"killed-{task}", runs_dir=root).stdout) for task in args}
+    return dict(runs=runs, refs={t: root / f"ref-{t}" for t in args}, ref=ref, seen=seen, resumed=resumed)
+
+
+def _losses(run: Path) -> list: return [(h["step"], h["loss"]) for h in json.loads((run / "log_history.json").read_text()) if "loss" in h]
+
+
 @pytest.mark.slow
-def test_sigkill_and_resume_match_an_uninterrupted_run(space):
-    "Through the real command: a run killed with SIGKILL resumes from its checkpoint and ends with the same losses."
-    args = ("train", "--task", "classify", "--model", space["enc"], "--data", space["old"], "--max-steps", 8, "--seed", 3)
-    ref = last_json(dt(*args, "--out", "ref", runs_dir=space["root"]).stdout)
-    run = Path(dt(*args, "--out", "killed", "--detach", runs_dir=space["root"], subprocess_=True).stdout.strip().splitlines()[-1])
-    assert wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= 3, every=0.02), (run / "train.log").read_text()[-3000:]
-    pid = jobs.read_json(run / "status.json")["pid"]
-    os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: not jobs._alive(pid), timeout=30)
-    assert jobs.read_status(run)["status"] == "failed"
-    assert training.last_checkpoint(run) is not None
-    got = last_json(dt("train", "--resume", "killed", runs_dir=space["root"]).stdout)
-    assert got["status"] == "succeeded"
-    losses = lambda d: [h["loss"] for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
-    assert losses(run)[-1] == pytest.approx(losses(space["root"] / "ref")[-1], abs=1e-4)
+def test_sigkill_leaves_a_failed_run_with_its_checkpoint(killed):
+    "A run whose process is killed with SIGKILL reads as failed, says how to resume, and keeps its last complete checkpoint."
+    for task, seen in killed["seen"].items():
+        assert seen["status"]["status"] == "failed", task
+        assert "ended without a final status" in seen["status"]["error"] and f"--resume killed-{task}" in seen["status"]["error"]
+        assert seen["checkpoint"] is not None and int(seen["checkpoint"].name.split("-")[1]) <= seen["step"], task
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_match_an_uninterrupted_run(killed):
+    "Through the real command: a classify run killed with SIGKILL resumes from its checkpoint and ends with the same losses."
+    run, got, ref = killed["runs"]["classify"], killed["resumed"]["classify"], killed["ref"]["classify"]
+    assert got["status"] == "succeeded" and jobs.read_status(run)["status"] == "succeeded"
+    assert _losses(run)[-1][1] == pytest.approx(_losses(killed["refs"]["classify"])[-1][1], abs=1e-4)
     assert got["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
 
 
 @pytest.mark.slow
-def test_sigkill_in_the_second_epoch_resumes_that_epoch(tmp_path):
+def test_sigkill_in_the_second_epoch_resumes_that_epoch(killed):
     "Killed mid-way through its second epoch, a run resumes with that epoch's batch order and ends with the uninterrupted losses."
-    causal = tiny_model_dir("causal", tmp_path / "causal")
-    data = write_jsonl(toy_qa_rows(40), tmp_path / "qa.jsonl")   # 28 training records: 7 batches of 4 per epoch
-    args = ("train", "--task", "qa", "--model", causal, "--data", data, "--strategy", "lora", "--max-steps", 14, "--seed", 5)
-    root = tmp_path / "runs"
-    dt(*args, "--out", "ref", runs_dir=root)
-    run = Path(dt(*args, "--out", "killed", "--detach", runs_dir=root, subprocess_=True).stdout.strip().splitlines()[-1])
-    assert wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= 9, every=0.02), (run / "train.log").read_text()[-3000:]
-    pid = jobs.read_json(run / "status.json")["pid"]
-    os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: not jobs._alive(pid), timeout=30)
-    ckpt = int(training.last_checkpoint(run).name.split("-")[1])
+    ckpt = int(killed["seen"]["qa"]["checkpoint"].name.split("-")[1])
+    assert killed["resumed"]["qa"]["status"] == "succeeded" and jobs.read_status(killed["runs"]["qa"])["status"] == "succeeded"
     assert 7 < ckpt < 14, f"checkpoint-{ckpt} is not inside the second epoch (steps 8 to 13)"
-    assert last_json(dt("train", "--resume", "killed", runs_dir=root).stdout)["status"] == "succeeded"
-    losses = lambda d: [(h["step"], h["loss"]) for h in json.loads((d / "log_history.json").read_text()) if "loss" in h]
-    got, ref = losses(run), losses(root / "ref")
+    got, ref = _losses(killed["runs"]["qa"]), _losses(killed["refs"]["qa"])
     assert [s for s, _ in got] == [s for s, _ in ref] == list(range(1, 15))
     assert [l for _, l in got] == pytest.approx([l for _, l in ref], abs=1e-4), f"resumed from checkpoint-{ckpt}"
 

@@ -94,7 +94,7 @@ def test_a_classifier_and_an_unknown_format_are_refused(tmp_path, capsys):
 
 @pytest.mark.slow
 @NEEDS_CONVERTER
-def test_gguf_export_writes_a_file_transformers_reads_back(run, tmp_path):
+def test_gguf_export_writes_a_file_transformers_reads_back(run, merged, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
     out = export_run(run, "gguf", tmp_path / "gguf", "f32")
@@ -102,8 +102,7 @@ def test_gguf_export_writes_a_file_transformers_reads_back(run, tmp_path):
     assert out["gguf"] == str(gguf) and "FROM ./lamps-f32.gguf" in (tmp_path / "gguf" / "Modelfile").read_text()
     assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "lamps-f32.gguf"], "the merged scratch copy is removed"
     back = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
-    merged = tmp_path / "m"; export_run(run, "merged", merged)
-    ref = AutoModelForCausalLM.from_pretrained(merged).eval()
+    ref = AutoModelForCausalLM.from_pretrained(merged).eval()  # the merged export of the same run
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad(): assert torch.allclose(back(ids).logits, ref(ids).logits, atol=1e-5)
 

@@ -73,14 +73,8 @@ def test_today_and_new_paths_give_the_same_answers(smollm2_run, prompts, today, 
         assert list(new) == today[name][0], f"{name} answers changed"
 
 
-def test_merged_and_adapter_logits_agree_within_float_rounding(smollm2_run, prompts):
-    "The tolerance behind the equality above: merging changes the logits by float rounding only, far below a greedy margin."
-    merged, tok = qlora.load_finetuned(smollm2_run)
-    beside, _ = qlora.load_finetuned(smollm2_run, merge=False)
-    ids = torch.tensor([tok(prompts[0])["input_ids"]])
-    with torch.no_grad(): a, b = merged(ids).logits, beside(ids).logits
-    top2 = b[0, -1].topk(2).values
-    assert (a - b).abs().max() < 1e-3 < top2[0] - top2[1]
+# That merging changes the logits by float rounding only (what lets the merged answers above equal the adapter's):
+# tests/test_qlora.py, test_merged_model_computes_what_base_plus_adapter_computes.
 
 
 def test_end_marker_exact_check_stops_where_stop_strings_stop(smollm2_run, today):

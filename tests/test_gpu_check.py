@@ -332,12 +332,13 @@ def test_gpu_check_bundle_over_60_mib_is_refused(tmp_path, capsys):
     assert f"{dest}: 1.0 MiB in 1 file(s) (limit 60 MiB)" in capsys.readouterr().out
 
 
-def test_make_gpu_check_bundle_downloads_aside_then_seals():
-    "The bundle downloads into a folder aside and is sealed (size checked) before it replaces the old one; also run from `make test`."
-    r = subprocess.run(["make", "--no-print-directory", "-n", "gpu-check-bundle"], cwd=ROOT, capture_output=True, text=True)
-    lines = [line.strip() for line in r.stdout.splitlines() if line.strip()]
-    assert r.returncode == 0 and lines[0] == "rm -rf bench/gpu_bundle.partial" and "-d bench/gpu_bundle.partial bitsandbytes==" in r.stdout
-    assert lines[-1].endswith("bench/gpu_check.py --seal-bundle bench/gpu_bundle.partial bench/gpu_bundle")
+def test_make_gpu_check_bundle_keeps_the_old_bundle_when_the_download_fails(tmp_path):
+    "`make gpu-check-bundle` downloads into a folder aside and replaces the bundle only once sealed: a failed download leaves the old one."
+    bundle = tmp_path / "gpu_bundle"; bundle.mkdir(); (bundle / "old.whl").write_bytes(b"old")
+    r = subprocess.run(["make", "--no-print-directory", "gpu-check-bundle", f"GPU_BUNDLE={bundle}", "BNB_VERSION=0.0.0.dev999999",
+                        f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "bitsandbytes==0.0.0.dev999999" in r.stdout + r.stderr, r.stdout + r.stderr  # the download step ran, and failed
+    assert [p.name for p in bundle.iterdir()] == ["old.whl"] and (bundle / "old.whl").read_bytes() == b"old", "the old bundle is left as it was"
 
 
 def test_the_readmes_give_the_prepared_gpu_command():

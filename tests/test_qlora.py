@@ -1,5 +1,4 @@
 """The causal fine-tune engine (`qlora`) and the memory estimator (`concepts`), on tiny offline models."""
-import json
 import pytest
 import torch
 from domaintune_course.config import InputError, make_config
@@ -35,43 +34,41 @@ def test_training_arguments_drop_cuda_only_options_on_cpu(tmp_path):
     assert str(args.eval_strategy.value) == "steps" and str(args.train_sampling_strategy) == "group_by_length"
 
 
-def test_fine_tune_saves_only_the_adapter_and_reports_costs(model_dir, tmp_path):
-    rows = toy_qa_rows(16)
-    m = qlora.fine_tune(tiny_cfg(model_dir), tmp_path, rows[:12], rows[12:], example_fn)
-    saved = {p.name for p in (tmp_path / "model").iterdir()}
+@pytest.fixture(scope="module")
+def lora_run(model_dir, tmp_path_factory):
+    "A LoRA run of two updates, at a learning rate that moves the adapter off zero (read only), and its metrics."
+    run, rows = tmp_path_factory.mktemp("lora-run"), toy_qa_rows(16)
+    return run, qlora.fine_tune(tiny_cfg(model_dir, learning_rate=1e-2), run, rows[:12], rows[12:], example_fn)
+
+
+def test_fine_tune_saves_only_the_adapter_and_reports_costs(lora_run):
+    run, m = lora_run
+    saved = {p.name for p in (run / "model").iterdir()}
     assert "adapter_config.json" in saved and "model.safetensors" not in saved and "finetune.json" in saved
     assert m["global_step"] == 2 and 0 < m["trainable_params"] < m["total_params"]
     for key in ("model_memory_mb", "peak_memory_mb", "tokens_per_second", "wall_time_s", "eval_loss"):
         assert m[key] > 0, key
     assert any("eval_loss" in h for h in m["log_history"])
-    merged, tok = qlora.load_finetuned(tmp_path)
-    beside, _ = qlora.load_finetuned(tmp_path, merge=False)
-    assert type(beside).__name__.startswith("Peft") and not type(merged).__name__.startswith("Peft"), "full precision: merged by default"
-    assert tok.pad_token_id != tok.eos_token_id
 
 
-def test_resume_continues_from_the_last_checkpoint(model_dir, tmp_path):
-    rows = toy_qa_rows(16)
-    qlora.fine_tune(tiny_cfg(model_dir, max_steps=2), tmp_path, rows, rows[:4], example_fn)
-    assert training.last_checkpoint(tmp_path).name == "checkpoint-2"
-    done = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"]
-    m = qlora.fine_tune(tiny_cfg(model_dir, max_steps=4), tmp_path, rows, rows[:4], example_fn, resume=True)
-    assert m["resumed_from"] == "checkpoint-2" and m["global_step"] == 4
-    assert 0 < done < m["tokens_seen"]
-    # the speed of this process: the tokens it trained on (not the checkpoint's) over its own time (wall_time_s is rounded to 0.1 s)
-    assert m["tokens_per_second"] == pytest.approx((m["tokens_seen"] - done) / m["wall_time_s"], rel=0.3)
+# Resuming from the last checkpoint (the step count, the tokens and their speed): tests/test_checkpoints.py
+# (test_resume_ends_with_the_best_of_the_whole_run).
 
 
-def test_merged_model_computes_what_base_plus_adapter_computes(model_dir, tmp_path):
+def test_merged_model_computes_what_base_plus_adapter_computes(lora_run, model_dir, tmp_path):
+    """The one check that a merge changes nothing: the merged copy `merge_adapter` writes, and the model `load_finetuned` merges
+    by default (full precision), compute what the base with its adapter beside it computes, and not what the base computes."""
     from transformers import AutoModelForCausalLM
-    rows = toy_qa_rows(8)
-    qlora.fine_tune(tiny_cfg(model_dir, learning_rate=1e-2), tmp_path / "run", rows, [], example_fn)
-    merged = AutoModelForCausalLM.from_pretrained(qlora.merge_adapter(tmp_path / "run", tmp_path / "merged")).eval()
-    adapted, tok = qlora.load_finetuned(tmp_path / "run", merge=False)
+    run, _ = lora_run
+    written = AutoModelForCausalLM.from_pretrained(qlora.merge_adapter(run, tmp_path / "merged")).eval()
+    merged, tok = qlora.load_finetuned(run)
+    adapted, _ = qlora.load_finetuned(run, merge=False)
+    assert type(adapted).__name__.startswith("Peft") and not type(merged).__name__.startswith("Peft"), "full precision: merged by default"
+    assert tok.pad_token_id != tok.eos_token_id
     base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ids = torch.tensor([tok("What colour is lamp number 3?")["input_ids"]])
-    with torch.no_grad(): a, b, c = merged(ids).logits, adapted(ids).logits, base(ids).logits
-    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, c, atol=1e-4)
+    with torch.no_grad(): a, m, b, c = written(ids).logits, merged(ids).logits, adapted(ids).logits, base(ids).logits
+    assert torch.allclose(a, b, atol=1e-4) and torch.allclose(m, b, atol=1e-4) and not torch.allclose(a, c, atol=1e-4)
 
 
 def test_full_strategy_saves_a_whole_model(model_dir, tmp_path):

@@ -1,7 +1,7 @@
-"""The GPU profiles rehearsed on this CPU: every task through the `domaintune` command under t4, p100, l4 and a100, and
-every lesson under t4, with tiny models of the profiles' architectures and the hub's data sets served by a
-loopback stand-in for the hub (`testing.MockHub`) in the hub's layouts (falcon-rw-1b's main branch holds pickle weights
-only), the budgets capped by `DOMAINTUNE_REHEARSAL=1`. And a GPU the installed PyTorch build has no kernels for (Kaggle's
+"""The GPU profiles rehearsed on this CPU: every task through the `domaintune` command under t4, l4 and a100 (p100 trains
+exactly what t4 trains, which a test here holds to), and every lesson under t4, with tiny models of the profiles'
+architectures and the hub's data sets served by a loopback stand-in for the hub (`testing.MockHub`) in the hub's layouts
+(falcon-rw-1b's main branch holds pickle weights only), the budgets capped by `DOMAINTUNE_REHEARSAL=1`. And a GPU the installed PyTorch build has no kernels for (Kaggle's
 P100 under a CUDA 12.8 build), faked in the rehearsal's process: refused with the fix, and the course run on the CPU.
 
 Each case runs in a process of its own: `HF_HUB_OFFLINE` and `HF_ENDPOINT` are read once per process by huggingface_hub
@@ -17,7 +17,10 @@ from domaintune_course.testing import MockHub, hub_env, tiny_hub
 pytestmark = pytest.mark.slow  # every case runs whole commands or lessons
 ROOT = Path(__file__).resolve().parents[1]
 GPU_PROFILES = ("t4", "p100", "l4", "a100")
-# The lessons are rehearsed under one GPU profile: the CLI rehearsals above run every task under all four (bf16 and the
+# The profiles rehearsed through the command line: p100 is left out, its configuration for every task being t4's
+# (test_p100_trains_what_t4_trains), so its rehearsal would repeat t4's work; a p100 setting of its own brings it back.
+CLI_PROFILES = ("t4", "l4", "a100")
+# The lessons are rehearsed under one GPU profile: the CLI rehearsals above run every task under every GPU profile (bf16 and the
 # larger encoder included), and the smoke run (tests/test_notebooks.py) runs every lesson again on the real small models.
 LESSON_PROFILE, SHARDS = "t4", 2  # two processes, every other lesson each: both cores busy
 from nbpaths import LESSONS as NOTEBOOKS  # the lessons (the reference notebooks hold no profile-dependent run)
@@ -37,7 +40,7 @@ texts = dict(qa="How often should I check my blood pressure?", classify="A wonde
              summarize="#Person1#: Is the bus late?\\n#Person2#: Yes, by ten minutes.")
 result = {}
 for task in sys.argv[1:] or ("qa", "classify", "summarize"):
-    train = run("train", "--task", task, "--out", f"{task}-run")
+    train = run("train", "--task", task, "--out", f"{task}-run", *globals().get("TRAIN_ARGS", ()))
     done = train["code"] == 0
     result[task] = dict(train=train, evaluate=run("evaluate", "--run", f"{task}-run") if done else None,
                         generate=run("generate", "--run", f"{task}-run", texts[task]) if done else None)
@@ -105,17 +108,30 @@ def _all_started(started: dict):
 def cli_rehearsals(hub, tmp_path_factory):
     "Every GPU profile's CLI rehearsal, and the faked P100's, started at once (they share nothing but the read-only stand-in hub and its cache)."
     started = {}
-    for profile in GPU_PROFILES:
+    for profile in CLI_PROFILES:
         work = tmp_path_factory.mktemp(f"cli-{profile}")
         started[profile] = _start([sys.executable, "-c", DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work)
     work = tmp_path_factory.mktemp(f"cli-{P100}")  # no profile set: detected; the session's cache, where SmolLM2 is kept converted
     env = {k: v for k, v in rehearsal_env(hub, "", work / "runs").items() if k not in ("DOMAINTUNE_PROFILE", "DOMAINTUNE_CACHE")}
     env |= {k: os.environ[k] for k in ("DOMAINTUNE_CACHE",) if k in os.environ}
-    started[P100] = _start([sys.executable, "-c", FAKE_P100 + DRIVER + ENV_DRIVER, "qa", "classify"], env, work, work)
+    # One update a task: what is checked is that nothing calls the GPU (a second update calls nothing the first did not), and
+    # the cpu profile's models (SmolLM2 in 4-bit, MiniLM) are the slowest of all the rehearsals' at two updates.
+    one_update = 'TRAIN_ARGS = ("--max-steps", "1")\n'
+    started[P100] = _start([sys.executable, "-c", FAKE_P100 + one_update + DRIVER + ENV_DRIVER, "qa", "classify"], env, work, work)
     yield from _all_started(started)
 
 
-@pytest.mark.parametrize("profile", GPU_PROFILES)
+def test_p100_trains_what_t4_trains():
+    "Every task's p100 configuration, full and rehearsed, is t4's but for its name: the t4 rehearsal below runs it."
+    from dataclasses import replace
+    for task in ("qa", "classify", "summarize"):
+        for rehearsal in (False, True):
+            p100, t4 = make_config(task, "p100", rehearsal=rehearsal), make_config(task, "t4", rehearsal=rehearsal)
+            assert replace(p100, profile="t4") == t4, f"{task}: p100 differs from t4: put p100 back in CLI_PROFILES"
+    assert set(GPU_PROFILES) == set(CLI_PROFILES) | {"p100"}
+
+
+@pytest.mark.parametrize("profile", CLI_PROFILES)
 def test_every_task_rehearses_through_the_command_line(profile, hub, cli_rehearsals):
     "train, evaluate and generate for qa, classify and summarize, with the profile's models, precision, optimizer and data."
     started = cli_rehearsals[profile]
@@ -159,7 +175,7 @@ def test_a_gpu_the_pytorch_build_cannot_run_is_refused_with_the_fix(cli_rehearsa
     for task, steps in out["REHEARSAL"].items():
         for step, o in steps.items(): assert o and o["code"] == 0 and "Traceback" not in o["err"], f"{task} {step}: {o and o['err']}"
         saved = json.loads((started[1] / "runs" / f"{task}-run" / "config.json").read_text())["config"]
-        assert (saved["profile"], saved["precision"]) == ("cpu", "fp32")
+        assert (saved["profile"], saved["precision"], saved["max_steps"]) == ("cpu", "fp32", 1)
     assert set(out["REHEARSAL"]) == {"qa", "classify"} and "Traceback" not in r.stderr
 
 
