@@ -83,6 +83,16 @@ def test_lora_run_saves_an_adapter_and_evaluates(encoder_dir, tmp_path):
     assert (tmp_path / "run" / "model" / "adapter_config.json").is_file()
     assert m["trainable_parameters"] < m["total_parameters"] / 2
     assert EVAL_KEYS <= set(classify.evaluate(tmp_path / "run"))
+    # a LoRA run continued: its adapter merged once, beside it, into a plain encoder that predicts what the adapter did
+    m2 = classify.train(cfg, tmp_path / "run2", from_run=tmp_path / "run")
+    merged = tmp_path / "run" / "model-merged"
+    assert m2["steps"] > 0 and json.loads((tmp_path / "run2" / "classify.json").read_text())["source"] == str(merged)
+    from transformers import AutoModelForSequenceClassification
+    texts = [r["text"] for r in toy_reviews(6)]
+    lora, tok = classify.load_classifier(tmp_path / "run")
+    plain = AutoModelForSequenceClassification.from_pretrained(merged)
+    p_lora, p_plain = (classify.predict_proba(m, tok, texts, cfg.max_length, progress=False) for m in (lora, plain))
+    assert np.allclose(p_lora, p_plain, atol=1e-5) and not (tmp_path / "run" / "model").joinpath("config.json").is_file()
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])

@@ -1,5 +1,5 @@
 """The Q&A task: prepare, train, evaluate, generate and retrieval, on tiny offline models and a user's JSONL."""
-import json
+import json, shutil
 import pytest
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError, format_report
@@ -86,6 +86,17 @@ def test_training_from_a_previous_run(trained, model_dir, data_file, tmp_path):
 
 def test_evaluate_without_a_trained_model_names_the_fix(tmp_path):
     with pytest.raises(InputError, match="no fine-tuned model"): qa.evaluate(tmp_path)
+
+
+def test_continuing_from_a_run_without_a_model_names_the_fix(trained, model_dir, data_file, tmp_path):
+    "--from-run of a run that never finished training: the run and the fix are named, nothing is trained."
+    run, _ = trained
+    (tmp_path / "unfinished").mkdir()
+    cfg = make_config("qa", "smoke", model=str(model_dir), data=str(data_file), strategy="lora", max_steps=1, batch_size=4, max_length=64)
+    with pytest.raises(InputError, match=r"unfinished.*no trained model.*finished training"): qa.train(cfg, tmp_path / "new", from_run=tmp_path / "unfinished")
+    assert not (tmp_path / "new" / "model").exists()
+    without_test = shutil.copytree(run, tmp_path / "no-test"); (without_test / "data" / "test.jsonl").unlink()
+    with pytest.raises(InputError, match="no data/test.jsonl.*--data"): qa.evaluate(without_test)
 
 
 def test_retrieval_finds_the_paraphrase():

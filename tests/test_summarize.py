@@ -7,7 +7,7 @@ from domaintune_course import cli, metrics as M
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError
 from domaintune_course.metrics import ROUGE_TYPES
-from domaintune_course.prompting import few_shot_instruction
+from domaintune_course.prompting import few_shot_instruction, prompt_settings
 from domaintune_course.tasks import summarize
 from domaintune_course.training import run_config
 from domaintune_course.testing import tiny_model_dir, toy_dialogues, write_jsonl
@@ -142,6 +142,8 @@ def test_train_and_evaluate_name_the_fit_like_the_other_tasks(trained, tmp_path)
     root, run = trained
     vocab, fit = len(AutoTokenizer.from_pretrained(run / "model")), json.loads((run / "metrics.json").read_text())["fit"]
     assert fit == M.fit_verdict("summarize", json.loads((run / "history.json").read_text()), vocab_size=vocab)
+    gen = json.loads((run / "generation.json").read_text())
+    assert prompt_settings(run) == dict(task="summarize", style=gen["style"], max_new_tokens=gen["max_new_tokens"])  # what serve and export use
     copy = shutil.copytree(run, tmp_path / "run")
     flat = lambda loss: ([{"loss": loss * (1.2 - 0.2 * s / 30), "step": s} for s in range(1, 31)] +
                          [{"eval_loss": loss, "step": s} for s in (10, 20, 30)])
