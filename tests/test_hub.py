@@ -1,11 +1,12 @@
 """Models from the hub and its cache, as the GPU profiles get them, checked on this CPU: partial snapshots, pickle-only
 checkpoints, the hub reachable or not, LoRA targets on a wrapped 4-bit model, falcon-rw-1b quantized, remote code that
 transformers does not need."""
-import contextlib, io, json, os, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
 
+from clirunner import dt
 from domaintune_course import cli, models, qlora, testing
 from domaintune_course.config import InputError, make_config
 
@@ -87,9 +88,8 @@ def test_offline_a_missing_weights_file_is_named_with_the_fix(hub_root, hub_cach
     testing.hub_cache(hub_root, hub_cache, FALCON, files=[p.name for p in (hub_root / "models" / FALCON).iterdir() if p.suffix != ".bin"])
     fix = r"lacks model\.safetensors or pytorch_model\.bin \(weights\)\) and the hub is not reachable\. Fix: run again where the hub is reachable"
     with pytest.raises(InputError, match=fix): models.load_model("falcon-rw-1b")
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err): code = cli.main(["train", "--task", "qa", "--model", "falcon-rw-1b", "--out", "falcon-run"])
-    assert code == 2 and "pytorch_model.bin" in err.getvalue() and "Traceback" not in err.getvalue()
+    r = dt("train", "--task", "qa", "--model", "falcon-rw-1b", "--out", "falcon-run")
+    assert r.returncode == 2 and "pytorch_model.bin" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_with_the_hub_reachable_the_hub_id_wins_over_a_partial_cache(hub_root, hub_cache, monkeypatch):

@@ -1,9 +1,9 @@
 """The summarization task end to end on a tiny causal model: train and evaluate through the task contract and the CLI,
 DialogSum's three-reference layout, and bad input."""
 import csv, json, math, shutil
-from pathlib import Path
 import pytest
-from domaintune_course import cli, metrics as M
+from clirunner import dt, dt_ok
+from domaintune_course import metrics as M
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import DataError
 from domaintune_course.metrics import ROUGE_TYPES
@@ -26,9 +26,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("summarize")
     data = write_jsonl(toy_dialogues(24), root / "toy.jsonl")
     model = tiny_model_dir("causal", root / "tiny")
-    code = cli.main(["--runs-dir", str(root / "runs"), "train", "--task", "summarize", "--data", str(data), "--model", str(model),
-                     "--profile", "smoke", "--strategy", "lora", "--out", "r1"])
-    assert code == 0
+    dt_ok("train", "--task", "summarize", "--data", data, "--model", model, "--profile", "smoke", "--strategy", "lora", "--out", "r1",
+          runs_dir=root / "runs")
     return root, root / "runs" / "r1"
 
 
@@ -70,7 +69,7 @@ def test_evaluate_three_references_and_skips_training_dialogues(trained):
     unseen = [dict(id="new", dialogue="#Person1#: Where is the station?\n#Person2#: Two streets north, next to the bank.\n#Person1#: Thanks a lot.",
                    summary="#Person2# tells #Person1# the station is two streets north.")]
     path = write_jsonl(three_reference_rows(train_dialogues[:2] + unseen), root / "dialogsum.test.jsonl")
-    assert cli.main(["--runs-dir", str(root / "runs"), "evaluate", "--run", "r1", "--data", str(path)]) == 0
+    dt_ok("evaluate", "--run", "r1", "--data", path, runs_dir=root / "runs")
     result = json.loads((run / "eval.json").read_text())
     assert result["n"] == 1, "dialogues the run trained on must not be scored"
     assert result["references"]["max"] == 3
@@ -84,15 +83,15 @@ def test_generate_stops_before_end_marker(trained):
     assert len(out) == 1 and isinstance(out[0], str) and "### End" not in out[0]
 
 
-def test_missing_dialogue_names_the_line(tmp_path, capsys):
+def test_missing_dialogue_names_the_line(tmp_path):
     rows = [dict(dialogue=d["dialogue"], summary=d["summary"]) for d in toy_dialogues(3)]
     rows.insert(1, dict(summary="A summary without its dialogue."))
     bad = write_jsonl(rows, tmp_path / "bad.jsonl")
     with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'dialogue'"): summarize.prepare(bad, tmp_path / "out")
     cfg = make_config("summarize", "smoke", data=str(bad))
     with pytest.raises(DataError, match=r"bad\.jsonl:2"): summarize.train(cfg, tmp_path / "run")
-    code = cli.main(["--runs-dir", str(tmp_path / "runs"), "train", "--task", "summarize", "--data", str(bad), "--profile", "smoke"])
-    assert code == 2 and "bad.jsonl:2" in capsys.readouterr().err
+    r = dt("train", "--task", "summarize", "--data", bad, "--profile", "smoke", runs_dir=tmp_path / "runs")
+    assert r.returncode == 2 and "bad.jsonl:2" in r.stderr
 
 
 def test_evaluate_refuses_a_directory_that_is_not_a_run(tmp_path):
