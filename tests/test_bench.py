@@ -2,7 +2,7 @@
 
 The figures of a --quick run mean nothing; these tests check that every script still runs against the package and
 writes every key `SUMMARY.md` and the README quote, so the benchmarks cannot rot between full runs."""
-import importlib.util, json, math, subprocess, sys
+import importlib.util, json, math, subprocess
 from pathlib import Path
 import pytest
 

@@ -43,7 +43,7 @@ def test_resume_ends_with_the_best_of_the_whole_run(causal_dir, tmp_path):
     """Cancel after 2 updates, resume to 4: the newest checkpoint resumes, the best one survives the rotation and is kept; the
     token count goes on from the checkpoint's and the speed is this process's own."""
     rows = toy_qa_rows(16)
-    first = qlora.fine_tune(_cfg(causal_dir, max_steps=2), tmp_path, rows[:12], rows[12:], example_fn)
+    qlora.fine_tune(_cfg(causal_dir, max_steps=2), tmp_path, rows[:12], rows[12:], example_fn)
     assert training.newest_checkpoint(tmp_path / "checkpoints").name == "checkpoint-2"
     done = json.loads((tmp_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())["num_input_tokens_seen"]
     m = qlora.fine_tune(_cfg(causal_dir), tmp_path, rows[:12], rows[12:], example_fn, resume=True)

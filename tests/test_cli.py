@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from domaintune_course import cli, jobs, training
+from domaintune_course.formats import read_json
 from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, tiny_tokenizer, toy_qa_rows, toy_reviews, write_jsonl
 
 from clirunner import EXE, dt_ok as dt  # every command here must succeed unless a test says otherwise
@@ -226,7 +227,7 @@ def test_detach_cancel_resume(space):
            "--detach", runs_dir=space["root"], subprocess_=True)
     run = Path(r.stdout.strip().splitlines()[-1])
     assert run == (space["root"] / "bg").resolve()
-    assert wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= 1), (run / "train.log").read_text()[-3000:]
+    assert wait_for(lambda: read_json(run / "status.json").get("step", 0) >= 1), (run / "train.log").read_text()[-3000:]
     assert [x["status"] for x in jobs.list_runs(space["root"]) if x["run"] == "bg"] == ["running"]
     c = dt("runs", "cancel", "bg", runs_dir=space["root"], subprocess_=True)
     st = jobs.read_status(run)
@@ -241,9 +242,9 @@ def test_detach_cancel_resume(space):
 
 def _kill_at(run: Path, step: int, seen: dict):
     "SIGKILL a detached run's process once its status shows `step` steps; record the pid, the step it reached and what the run reads as."
-    if not wait_for(lambda: jobs.read_json(run / "status.json").get("step", 0) >= step, every=0.02):
+    if not wait_for(lambda: read_json(run / "status.json").get("step", 0) >= step, every=0.02):
         seen["error"] = (run / "train.log").read_text()[-3000:]; return
-    st = jobs.read_json(run / "status.json")
+    st = read_json(run / "status.json")
     try: os.kill(st["pid"], signal.SIGKILL)
     except ProcessLookupError: seen["error"] = f"it ended at step {st['step']}, before it could be killed"; return
     if wait_for(lambda: not jobs._alive(st["pid"]), timeout=30):
@@ -268,7 +269,7 @@ def killed(space):
         seen[task] = {}
         watchers.append(threading.Thread(target=_kill_at, args=(runs[task], kill_at[task], seen[task]), daemon=True))
         watchers[-1].start()
-    ref = {task: last_json(dt(*a, "--out", f"ref-{task}", runs_dir=root).stdout) for task, a in args.items()}
+    ref = {task: last_json(dt(*a, "--out", f"ref-{task}", runs_dir=root).stdout) for task, a in args.items()}  # uninterrupted
     for w in watchers: w.join(timeout=330)
     for task in args: assert seen[task].get("pid"), f"{task}: not killed\n{seen[task].get('error', '')}"
     resumed = {task: last_json(dt("train", "--resume", f"killed-{task}", runs_dir=root).stdout) for task in args}
