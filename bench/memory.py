@@ -70,7 +70,7 @@ def load(model: str, kind: str, precision: str, cfg):
     if kind == "encoder": return classify.add_lora(m, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) if precision == "nf4" else classify.freeze(m, "full")
     from peft import LoraConfig, get_peft_model
     return get_peft_model(m, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                                        target_modules=qlora.lora_targets(m)))
+                                        target_modules=models.lora_targets(m)))
 
 
 def child(spec: dict) -> dict:

@@ -1,4 +1,4 @@
-"""What lesson 00's memory estimator and strategy measurements rest on: model shapes, bytes per part, the activations a block keeps for backward, and the small training loop that times a step.
+"""What lesson 00b's memory estimator and strategy measurements rest on: model shapes, bytes per part, the activations a block keeps for backward, and the small training loop that times a step.
 
 Docs: https://domaintune-course.github.io/domaintune-course/reference/costs.html.md"""
 
@@ -83,7 +83,7 @@ def weights_and_trainable(s: ModelShape, strategy: str, precision: str, lora_r: 
 
 # %% ../nbs/reference/costs.ipynb #781583bf
 def _block_bytes(s: ModelShape, strategy: str, b: int, seq_len: int, lora_dropout: float, device: str, attention: str) -> float:
-    "Bytes autograd keeps per token in one block (see the list in lesson 00)."
+    "Bytes autograd keeps per token in one block (see the list in lesson 00b)."
     h, inter = s.hidden, s.intermediate
     heads = s.heads or max(1, h // 64)
     kv = h * (s.kv_heads or heads) / heads

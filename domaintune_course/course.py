@@ -98,7 +98,7 @@ class Work:
 
 # %% ../nbs/reference/course.ipynb #5a208e0f
 LESSON_WORK = {  # every lesson in nbs/, in course order (tests/test_colab.py checks the list)
-    "00_concepts": (), "00c_compat": (), "01_data": (), "01a_batching": (),
+    "00b_concepts": (), "00c_compat": (), "01_data": (), "01a_batching": (),
     "01b_lora_nf4": (Work("qa", train=5 / 3, scored=10, loads=6),),  # 5 LoRA runs of a third of the budget, loss before and after
     "02_qlora": (Work("qa", train=1, steps=2, answers=5, examples=4, loads=7),),  # fine_tune, packing, 4 prompts answered 5 times
     "02b_trl": (Work("qa", steps=4, strategy="lora", loads=3),),  # parity, then both trainers for 2 steps
@@ -120,7 +120,7 @@ WEIGHT_BYTES = {"qlora": 4.5, "lora": 2.0, "frozen": 8.0, "full": 8.0}  # bytes 
 PASS_OVERHEAD_S = 0.02  # launching one pass's kernels from Python (assumed)
 STARTUP_S = 60          # kernel, imports and the setup cell, with the course installed (assumed)
 LOAD_S, DOWNLOAD_BPS, CACHE_BPS = 10, 100e6, 500e6  # a model load: seconds, plus 16-bit weights at these bytes/s (assumed)
-CUDA_OVERHEAD_GB = 0.8  # CUDA context and allocator slack (lesson 00's `fits`)
+CUDA_OVERHEAD_GB = 0.8  # CUDA context and allocator slack (lesson 00b's `fits`)
 
 def _pass_s(params: float, tokens: float, flops: float, weight_bytes: float, gpu: GPU, passes: int = 1) -> float:
     "Seconds of `passes` passes over `tokens` tokens: the slower of their matmuls and weight reads, plus launching them."
@@ -163,7 +163,7 @@ def _load_s(params: float, loads: int, first: bool) -> float:
 
 # %% ../nbs/reference/course.ipynb #5132d5eb
 def _peak_gb(cfg, data: TaskData, trains: bool, answers: bool) -> float | None:
-    "Estimated peak GPU memory (GiB) of training with `cfg` and answering with its model; None without a shape in lesson 00."
+    "Estimated peak GPU memory (GiB) of training with `cfg` and answering with its model; None without a shape in lesson 00b."
     from domaintune_course.costs import SHAPES
     from domaintune_course.concepts import estimate_memory
     s, length = SHAPES.get(cfg.model), min(data.longest, cfg.max_length)

@@ -16,14 +16,14 @@ import torch
 from torch import nn
 from .config import TrainConfig, cuda_usable
 from .models import load_model, load_permissions
-from .qlora import lora_targets
+from .models import lora_targets
 from .batching import CompletionCollator, course_trainer
 from .training import compute_dtype, keep_trainable_layout, one_device, plain_linear_layers, training_arguments
 from .generation import length_batches
 
 # %% ../nbs/01b_lora_nf4.ipynb #7f3a12f6
 def first_adapted_layer(model) -> tuple[str, nn.Linear]:
-    "The name and module of the first linear layer LoRA adapts in `model` by default (`qlora.lora_targets`)."
+    "The name and module of the first linear layer LoRA adapts in `model` by default (`models.lora_targets`)."
     targets = set(lora_targets(model))
     return next((n, m) for n, m in model.named_modules() if n.split(".")[-1] in targets and isinstance(m, nn.Linear))
 

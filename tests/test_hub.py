@@ -117,8 +117,8 @@ def test_lora_targets_look_through_the_lora_layers_of_a_4bit_model(hub_root):
     model, _ = qlora.load_for_training(cfg)
     assert qlora.quantized_layers(model) > 0
     names = ["q_proj", "k_proj", "v_proj", "dense"]
-    assert qlora.lora_targets(model.get_base_model(), ",".join(names)) == names
-    assert sorted(qlora.lora_targets(model.get_base_model())) == sorted(names)
+    assert models.lora_targets(model.get_base_model(), ",".join(names)) == names
+    assert sorted(models.lora_targets(model.get_base_model())) == sorted(names)
 
 
 def test_falcon_is_quantized_and_a_model_bitsandbytes_cannot_quantize_is_reported(hub_root, monkeypatch):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-from nbpaths import INDEX, LESSONS, NOTEBOOKS, REFERENCE
+from nbpaths import INDEX, LESSONS, NOTEBOOKS, REFERENCE, SOLUTIONS, solutions_for
 RUNNER = "import sys, nbdev.test as t; ok, secs = t.test_nb(sys.argv[1], skip_flags=['slow', 'gpu']); sys.exit(0 if ok else 1)"
 MAX_NOTEBOOK_BYTES = 1_500_000
 
@@ -101,19 +101,135 @@ def test_lesson_opens_with_objectives_and_costs(nb):
 
 
 @pytest.mark.parametrize("nb", LESSONS, ids=[p.stem for p in LESSONS])
-def test_lesson_closes_with_recap_and_checked_exercises(nb):
-    "A recap, then 3 to 5 exercises, each followed by its collapsed solution cell, which asserts what the learner should see."
+def test_lesson_closes_with_recap_and_exercises_the_learner_does(nb):
+    """A recap with questions to check one's understanding, then 2 to 4 exercises, each followed by an empty cell for the
+    learner; the solutions live in `nbs/solutions/<lesson>.ipynb` (run after the lesson by the rehearsal), not in the lesson."""
     cells = _cells(nb)
-    heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and re.search(r"^## (Recap|Exercises)", _src(c), re.M)]
-    assert any("## Recap" in _src(cells[i]) for i in heads), f"{nb.name}: no '## Recap'"
+    recap = next((_src(c) for c in cells if c["cell_type"] == "markdown" and "## Recap" in _src(c)), "")
+    assert recap, f"{nb.name}: no '## Recap'"
+    check = next((_src(c) for c in cells if c["cell_type"] == "markdown" and "Check your understanding" in _src(c)), "")
+    questions = re.findall(r"^\s*(?:-|\d+\.) .*\?\s*$", check, re.M)
+    assert len(questions) >= 2, f"{nb.name}: the recap needs a 'Check your understanding' list of questions ({len(questions)} found)"
     exercises = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and re.search(r"\*\*Exercise \d+\.\*\*", _src(c))]
-    assert 3 <= len(exercises) <= 5, f"{nb.name}: {len(exercises)} exercises (3 to 5)"
+    assert 2 <= len(exercises) <= 4, f"{nb.name}: {len(exercises)} exercises (2 to 4)"
     for n, i in enumerate(exercises, 1):
         assert f"**Exercise {n}.**" in _src(cells[i]), f"{nb.name}: exercises are numbered 1, 2, ... in order"
-        sol = cells[i + 1] if i + 1 < len(cells) else None
-        assert sol and sol["cell_type"] == "code" and _src(sol).startswith(f"# @title Solution {n}\n"), f"{nb.name}: exercise {n} needs its solution cell right after it"
-        assert ASSERTS.search(_src(sol)), f"{nb.name}: solution {n} must assert what the learner should observe"
-        assert sol["metadata"].get("jupyter", {}).get("source_hidden") and sol["metadata"].get("cellView") == "form", \
-            f"{nb.name}: solution {n} is not collapsed (course.hide_solutions, which make outputs runs)"
-        assert not ({"export", "exports", "slow", "gpu"} & {w for l in _src(sol).splitlines() if l.startswith("#|") for w in l[2:].split()}), \
-            f"{nb.name}: solution {n} must run in the test suite and export nothing"
+        mine = cells[i + 1] if i + 1 < len(cells) else None
+        assert mine and mine["cell_type"] == "code", f"{nb.name}: exercise {n} needs a code cell for the learner right after it"
+        assert all(not l.strip() or l.lstrip().startswith("#") for l in _src(mine).splitlines()) and not mine.get("outputs"), \
+            f"{nb.name}: exercise {n}'s cell must be left for the learner (comments only, no output)"
+    assert not any(c["cell_type"] == "code" and re.match(r"#\s*(@title )?Solution \d", _src(c)) for c in cells), f"{nb.name}: solutions belong in {SOLUTIONS.name}/"
+    sol = solutions_for(nb)
+    assert sol.is_file(), f"{nb.name}: its solutions go in {sol.relative_to(ROOT)}"
+    assert f"solutions/{nb.name}" in "".join(_src(cells[i]) for i in exercises) + "".join(_src(c) for c in cells[exercises[0] - 1:exercises[0]]), \
+        f"{nb.name}: say where the solutions are (solutions/{nb.name})"
+    solved = [c for c in _cells(sol) if c["cell_type"] == "code" and not _src(c).startswith("#| hide")]
+    numbers = [int(m.group(1)) for c in solved if (m := re.match(r"# Solution (\d+)\b", _src(c)))]
+    assert numbers == list(range(1, len(exercises) + 1)), f"{sol.name}: one '# Solution n' cell per exercise, in order (found {numbers})"
+    for c in solved:
+        assert ASSERTS.search(_src(c)), f"{sol.name}: {_src(c).splitlines()[0]} must assert what the learner should observe"
+        assert not c.get("outputs"), f"{sol.name}: solutions are committed without outputs"
+        assert not ({"export", "exports", "slow", "gpu"} & {w for l in _src(c).splitlines() if l.startswith("#|") for w in l[2:].split()}), \
+            f"{sol.name}: solutions run in the test suite and export nothing"
+
+
+def test_every_solutions_notebook_belongs_to_a_lesson():
+    "No solutions notebook is left behind by a renamed or removed lesson."
+    assert {p.name for p in SOLUTIONS.glob("*.ipynb")} <= {p.name for p in LESSONS}
+
+
+# ---- the library out of view --------------------------------------------------------------------------------------------
+
+MAX_SHOWN_EXPORT_LINES = 150
+TITLE = re.compile(r"^# ?@title \S", re.M)
+
+
+def _directives(src: str) -> set:
+    return {w for l in src.splitlines() if l.startswith("#|") for w in l[2:].replace(":", " ").split()}
+
+
+def _collapsed(cell: dict) -> bool:
+    "Collapsed in Jupyter and in Colab, with a one-line summary (`# @title ...`) shown in its place."
+    meta = cell["metadata"]
+    return bool(meta.get("jupyter", {}).get("source_hidden")) and meta.get("cellView") == "form" and bool(TITLE.search(_src(cell)))
+
+
+def shown_export_lines(nb: Path) -> int:
+    "Non-blank lines of exported code a learner sees in full (directives and collapsed cells not counted)."
+    return sum(1 for c in _cells(nb) if c["cell_type"] == "code" and {"export", "exports"} & _directives(_src(c)) and not _collapsed(c)
+               for l in _src(c).splitlines() if l.strip() and not l.startswith("#|"))
+
+
+def test_library_code_shown_in_a_lesson_is_short():
+    f"At most {MAX_SHOWN_EXPORT_LINES} lines of exported code shown in full per lesson: the rest lives in reference notebooks or collapsed cells."
+    shown = {nb.stem: shown_export_lines(nb) for nb in LESSONS}
+    assert max(shown.values()) <= MAX_SHOWN_EXPORT_LINES, {k: v for k, v in shown.items() if v > MAX_SHOWN_EXPORT_LINES}
+
+
+def test_collapsed_cells_say_what_they_hold():
+    "A collapsed cell shows a one-line summary (`# @title ...`), and a cell with a summary is collapsed (Colab and Jupyter)."
+    for nb in LESSONS:
+        for c in _cells(nb):
+            if c["cell_type"] != "code": continue
+            hidden = c["metadata"].get("jupyter", {}).get("source_hidden") or c["metadata"].get("cellView") == "form"
+            assert bool(hidden) == _collapsed(c) == bool(TITLE.search(_src(c))), f"{nb.name}: {_src(c)[:80]!r}: collapse it with a `# @title` summary, both ways"
+
+
+def test_shown_cells_use_public_names_and_hidden_cells_change_nothing():
+    "No lesson cell imports a private name or carries an `_all_` list; a `#| hide` cell only rebuilds the package or cleans up."
+    import ast
+    for nb in LESSONS:
+        for c in _cells(nb):
+            if c["cell_type"] != "code": continue
+            src = _src(c)
+            assert not re.search(r"^_all_\s*=", src, re.M), f"{nb.name}: an `_all_` list: import the names where they are defined"
+            code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course"):
+                    private = [a.name for a in node.names if a.name.startswith("_")]
+                    assert not private, f"{nb.name}: imports private names {private} from {node.module}"
+            if "hide" in _directives(src):
+                body = [l for l in src.splitlines() if l.strip() and not l.startswith("#|")]
+                rebuild, cleanup = "nbdev_export()" in src, all("rmtree" in l or l.startswith("import shutil") for l in body)
+                assert rebuild or cleanup, f"{nb.name}: a hidden cell changes state the lesson depends on: show it\n{src[:200]}"
+
+
+def _defined_in() -> dict:
+    "(module, name) -> the notebook that defines it, read from the generated modules' `# %% ../nbs/...` cell markers."
+    found, pkg = {}, ROOT / "domaintune_course"
+    for py in pkg.rglob("*.py"):
+        mod, where = "domaintune_course." + ".".join(py.relative_to(pkg).with_suffix("").parts), None
+        for line in py.read_text(encoding="utf-8").splitlines():
+            if m := re.match(r"# %% \S*?nbs/(\S+\.ipynb)", line): where = m.group(1); continue
+            if where and (m := re.match(r"(?:async def|def|class) (\w+)|(\w+)\s*(?::[^=]*)?=", line)):
+                found.setdefault((mod, m.group(1) or m.group(2)), where)
+    return found
+
+
+def test_no_lesson_uses_what_a_later_lesson_defines():
+    "After the whole game (the first lesson), a lesson imports only what it, an earlier lesson or a reference notebook defines."
+    import ast
+    defined, order = _defined_in(), {p.name: i for i, p in enumerate(LESSONS)}
+    later = []
+    for nb in LESSONS[1:]:
+        for c in _cells(nb):
+            if c["cell_type"] != "code": continue
+            code = "\n".join(l for l in _src(c).splitlines() if not l.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course"):
+                    for a in node.names:
+                        src = defined.get((node.module, a.name)) if a.name != "*" else None
+                        if src in order and order[src] > order[nb.name]: later.append(f"{nb.name}: {node.module}.{a.name} (defined in {src})")
+                        if a.name == "*":  # a star import takes the module's whole notebook
+                            srcs = {v for (m, _), v in defined.items() if m == node.module and v in order}
+                            later += [f"{nb.name}: {node.module}.* (defined in {s})" for s in srcs if order[s] > order[nb.name]]
+    assert not later, "forward references:\n" + "\n".join(later)
+    assert len(defined) > 300  # the index was read
+
+
+def test_every_lesson_after_the_first_says_which_box_of_the_game_it_opens():
+    "The whole game comes first; each later lesson's opening links it and says which part of it the lesson opens."
+    assert LESSONS[0].name == "00_whole_game.ipynb"
+    for nb in LESSONS[1:]:
+        learn = next((_src(c) for c in _cells(nb) if c["cell_type"] == "markdown" and "## What you will learn" in _src(c)), "")
+        assert "(00_whole_game.ipynb)" in learn, f"{nb.name}: say which box of the whole game (00_whole_game.ipynb) it opens"

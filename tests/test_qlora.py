@@ -4,7 +4,7 @@ import torch
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import build_example, build_prompt
 from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, toy_qa_rows
-from domaintune_course import concepts, generation, qlora, training
+from domaintune_course import concepts, generation, models, qlora, training
 
 
 def example_fn(record, tokenizer): return build_example("qa", record, tokenizer, style="instruction")
@@ -21,10 +21,10 @@ def tiny_cfg(model_dir, **kw):
 
 def test_lora_targets_refuses_a_missing_module_and_names_the_real_ones():
     m = tiny_causal_lm()
-    assert qlora.lora_targets(m) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert models.lora_targets(m) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     with pytest.raises(InputError, match="query_key_value.*q_proj"):
-        qlora.lora_targets(m, "query_key_value")
-    assert "lm_head" not in qlora.lora_targets(m, "all-linear")
+        models.lora_targets(m, "query_key_value")
+    assert "lm_head" not in models.lora_targets(m, "all-linear")
 
 
 def test_training_arguments_drop_cuda_only_options_on_cpu(tmp_path):

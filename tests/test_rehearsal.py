@@ -23,7 +23,7 @@ CLI_PROFILES = ("t4", "l4", "a100")
 # The lessons are rehearsed under one GPU profile: the CLI rehearsals above run every task under every GPU profile (bf16 and the
 # larger encoder included), and the smoke run (tests/test_notebooks.py) runs every lesson again on the real small models.
 LESSON_PROFILE, SHARDS = "t4", 2  # two processes, every other lesson each: both cores busy
-from nbpaths import LESSONS as NOTEBOOKS  # the lessons (the reference notebooks hold no profile-dependent run)
+from nbpaths import LESSONS as NOTEBOOKS, with_solutions  # the lessons (the reference notebooks hold no profile-dependent run)
 RUNNER = """
 import sys, nbdev.test as t
 for nb in sys.argv[1:]:
@@ -188,7 +188,7 @@ def lesson_rehearsals(hub, tmp_path_factory):
         work = tmp_path_factory.mktemp(f"lessons-{LESSON_PROFILE}-{shard}")
         (work / "nbs").mkdir(); shutil.copy(ROOT / "pyproject.toml", work)
         mine = NOTEBOOKS[shard::SHARDS]
-        for nb in mine: shutil.copy(nb, work / "nbs" / nb.name)
+        for nb in mine: with_solutions(nb, work / "nbs" / nb.name)  # each lesson, then its exercise solutions in its kernel
         cmd = [sys.executable, "-c", RUNNER, *(str(work / "nbs" / nb.name) for nb in mine)]
         env = rehearsal_env(hub, LESSON_PROFILE, work / "runs") | {"DOMAINTUNE_LESSON_RUNS": str(work / "lesson-runs")}  # shards share no run
         started[shard] = _start(cmd, env, work / "nbs", work)
@@ -196,7 +196,8 @@ def lesson_rehearsals(hub, tmp_path_factory):
 
 
 def test_every_lesson_rehearses(lesson_rehearsals):
-    "Every lesson runs top to bottom under the profile, its `#| gpu` cells included (`#| slow` ones left out, as in the smoke run)."
+    """Every lesson runs top to bottom under the profile, its `#| gpu` cells included (`#| slow` ones left out, as in the smoke
+    run), and then its exercise solutions (`nbs/solutions/`), in the lesson's kernel, each asserting what the learner should see."""
     done, errors = {}, ""
     for shard in lesson_rehearsals:
         r = _finish(lesson_rehearsals[shard], timeout=2400)
