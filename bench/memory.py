@@ -52,7 +52,7 @@ def load(model: str, kind: str, precision: str, cfg):
     "The model set up for training at `precision`, through the course's loaders where they cover the case."
     import torch
     from domaintune_course import qlora
-    from domaintune_course.models import load_model
+    from domaintune_course.models import load_model, lora_targets
     if kind == "causal" and precision != "bf16": return qlora.load_for_training(cfg)[0]
     from domaintune_course.tasks import classify
     if kind == "encoder" and precision == "fp32": return classify.build_classifier(cfg)
@@ -70,7 +70,7 @@ def load(model: str, kind: str, precision: str, cfg):
     if kind == "encoder": return classify.add_lora(m, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) if precision == "nf4" else classify.freeze(m, "full")
     from peft import LoraConfig, get_peft_model
     return get_peft_model(m, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                                        target_modules=models.lora_targets(m)))
+                                        target_modules=lora_targets(m)))
 
 
 def child(spec: dict) -> dict:
