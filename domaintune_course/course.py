@@ -7,12 +7,12 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/course.htm
 # %% auto #0
 __all__ = ['PACKAGE', 'COSTS_FILE', 'PROFILES', 'GPU_PEAKS', 'TASK_DATA', 'LESSON_WORK', 'NOT_COUNTED', 'WEIGHT_BYTES',
            'PASS_OVERHEAD_S', 'STARTUP_S', 'LOAD_S', 'DOWNLOAD_BPS', 'CACHE_BPS', 'CUDA_OVERHEAD_GB', 'LESSON_RUNS',
-           'USED_RUNS', 'META_KEY', 'SOLUTION', 'record_costs', 'GPU', 'TaskData', 'Work', 'estimate_cost',
-           'lesson_costs', 'lesson_runs_dir', 'run_key', 'lesson_run', 'code_hash', 'outputs_hash', 'module_hashes',
-           'stale', 'hide_solutions', 'execute_lesson', 'refresh_cost_table']
+           'USED_RUNS', 'META_KEY', 'TITLE', 'record_costs', 'GPU', 'TaskData', 'Work', 'estimate_cost', 'lesson_costs',
+           'lesson_runs_dir', 'run_key', 'lesson_run', 'code_hash', 'outputs_hash', 'module_hashes', 'stale',
+           'collapse_titled', 'execute_lesson', 'refresh_cost_table']
 
 # %% ../nbs/reference/course.ipynb #67c45beb
-import datetime, hashlib, json, math, os, shutil, sys, tempfile, time
+import datetime, hashlib, json, math, os, re, shutil, sys, tempfile, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import domaintune_course
@@ -98,6 +98,7 @@ class Work:
 
 # %% ../nbs/reference/course.ipynb #5a208e0f
 LESSON_WORK = {  # every lesson in nbs/, in course order (tests/test_colab.py checks the list)
+    "00_whole_game": (Work("qa", train=1, answers=2, loads=4),),  # train, ask before and after, evaluate (2 systems), one served answer
     "00b_concepts": (), "00c_compat": (), "01_data": (), "01a_batching": (),
     "01b_lora_nf4": (Work("qa", train=5 / 3, scored=10, loads=6),),  # 5 LoRA runs of a third of the budget, loss before and after
     "02_qlora": (Work("qa", train=1, steps=2, answers=5, examples=4, loads=7),),  # fine_tune, packing, 4 prompts answered 5 times
@@ -311,6 +312,8 @@ def lesson_run(cfg, # the lesson's configuration, e.g. `make_config("qa", lesson
               f"(run {cfg.task}-{key}): {_minutes(info['seconds'])} of training saved.")
         return run_dir, info["metrics"]
     shutil.rmtree(run_dir, ignore_errors=True)  # a run cut off before it finished: train it again
+    from domaintune_course.jobs import save_config
+    run_dir.mkdir(parents=True); save_config(run_dir, cfg)  # a run like the command's: `domaintune serve`, `runs list` take it
     start = time.perf_counter()
     metrics = json.loads(json.dumps(train(cfg, run_dir), default=str))  # as a reused run returns them
     info = dict(key=key, task=cfg.task, lesson=lesson, seconds=round(time.perf_counter() - start, 1), metrics=metrics,
@@ -376,11 +379,11 @@ def _tidy(outputs: list) -> list:
     return out
 
 # %% ../nbs/reference/course.ipynb #35e4cc4f
-SOLUTION = "# @title Solution"  # the first line of every exercise solution cell
+TITLE = re.compile(r"^# ?@title \S", re.M)  # a collapsed cell's one-line summary
 
-def hide_solutions(nb: dict) -> int:
-    "Mark `nb`'s solution cells collapsed in Colab and Jupyter; how many there are."
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(SOLUTION)]
+def collapse_titled(nb: dict) -> int:
+    "Mark `nb`'s cells that carry a `# @title` summary collapsed in Colab and Jupyter; how many there are."
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and TITLE.search("".join(c["source"]))]
     for c in cells: c["metadata"].update(cellView="form", jupyter={"source_hidden": True})
     return len(cells)
 
@@ -401,7 +404,7 @@ def execute_lesson(path: Path | str, # the notebook to run and rewrite with its 
     used = json.loads("".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream"))
     for c in nb.cells:
         if c.cell_type == "code": c.outputs = _tidy(c.outputs)
-    hide_solutions(nb); nbformat.write(nb, path); nbdev_clean(fname=str(path))
+    collapse_titled(nb); nbformat.write(nb, path); nbdev_clean(fname=str(path))
     return _fingerprint(path, profile, [Path(f).resolve().relative_to(PACKAGE.parent).as_posix() for f in used["files"]], used["runs"])
 
 # %% ../nbs/reference/course.ipynb #be9921ff
