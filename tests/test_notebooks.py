@@ -233,3 +233,10 @@ def test_every_lesson_after_the_first_says_which_box_of_the_game_it_opens():
     for nb in LESSONS[1:]:
         learn = next((_src(c) for c in _cells(nb) if c["cell_type"] == "markdown" and "## What you will learn" in _src(c)), "")
         assert "(00_whole_game.ipynb)" in learn, f"{nb.name}: say which box of the whole game (00_whole_game.ipynb) it opens"
+
+
+def test_the_whole_game_is_short_at_the_cpu_lesson_budget():
+    "The first lesson ran in under 4 minutes and 6 GB at the cpu profile when its outputs were made (bench/results/lessons.json)."
+    run = json.loads((ROOT / "bench" / "results" / "lessons.json").read_text(encoding="utf-8"))["notebooks"].get(LESSONS[0].stem)
+    assert run and run["ok"], f"{LESSONS[0].stem} has no measured run: make outputs LESSONS={LESSONS[0].stem}"
+    assert run["seconds"] < 240 and run["peak_rss_mb"] < 6144, run
