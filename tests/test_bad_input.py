@@ -53,7 +53,7 @@ def ws(tmp_path_factory):
     (d / "DialogSum_Data").mkdir(); (d / "DialogSum_Data" / "dialogsum.train.jsonl").write_text(jsonl(DIALOGUES), encoding="utf-8")
     (d / "qa_latin1.jsonl").write_bytes(jsonl(QA[:2]).encode() + '{"prompt": "Café?", "completion": "Oui."}\n'.encode("latin-1"))
     (d / "a_folder").mkdir()
-    enc = tiny_model_dir("encoder", d / "encoder")
+    tiny_model_dir("encoder", d / "encoder")
     (d / "not_a_model").mkdir(); (d / "not_a_model" / "weights.txt").write_text("nothing")
     (d / "pickled").mkdir(); (d / "pickled" / "config.json").write_text('{"model_type": "bert"}')
     (d / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")

@@ -1,7 +1,7 @@
 """A learner's "Run all" on Colab, Kaggle or a laptop: the setup cell, the `#| gpu` cells on a CPU, the closing export
 cell, and every import a lesson makes installed by its setup cell. What needs a fresh Colab runtime is checked here
 through the cells' own logic."""
-import ast, builtins, contextlib, io, json, os, re, subprocess, sys, tomllib
+import ast, contextlib, io, json, os, re, subprocess, sys, tomllib
 from importlib import metadata
 from pathlib import Path
 import pytest

@@ -4,8 +4,9 @@ import json
 import pytest
 
 from domaintune_course.config import InputError
-from domaintune_course.data import (DataError, OUTPUT_FILES, SPLITS, bundled_path, clean_records, fingerprint, label_maps,
-                                    load_task_data, prepare_data, read_records, read_source, split_records)
+from domaintune_course.data import (OUTPUT_FILES, SPLITS, bundled_path, clean_records, fingerprint, label_maps,
+                                    load_task_data, prepare_data, split_records)
+from domaintune_course.formats import DataError, read_records, read_source
 from domaintune_course.sources import load_dialogsum, load_imdb
 from domaintune_course.batching import (CompletionCollator, check_packing, ensure_pad_token, tokenize_example, tokenize_records)
 from domaintune_course.data import build_example, build_prompt
@@ -169,7 +170,7 @@ def test_prepare_splits_70_15_15_and_repeat(tmp_path, n):
     path = write_jsonl([dict(id=f"q{i}", prompt=f"Question number {i} about item {i * 7}?",
                              completion=f"The answer to question {i} is {i * 3} units.") for i in range(n)], tmp_path / "d.jsonl")
     first = prepare_data("qa", path, tmp_path / "a", seed=42, near_threshold=1.0)
-    second = prepare_data("qa", path, tmp_path / "b", seed=42, near_threshold=1.0)
+    prepare_data("qa", path, tmp_path / "b", seed=42, near_threshold=1.0)  # the same file again, into b/
     for k, f in zip(SPLITS, (0.7, 0.15, 0.15)): assert abs(first["splits"][k] - n * f) <= 1, (k, first["splits"])
     for name in OUTPUT_FILES[:4]:
         a, b = (tmp_path / d / name for d in "ab")

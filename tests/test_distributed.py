@@ -1,7 +1,6 @@
 """Scaling out: the same training function under `accelerate launch` with 2 CPU processes (DDP over gloo) matches one
 process at the same global batch size, and every shipped accelerate configuration parses."""
-import json, os, subprocess, sys
-from pathlib import Path
+import json, os, subprocess
 import pytest
 
 from domaintune_course import jobs, runs

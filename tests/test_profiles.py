@@ -1,7 +1,7 @@
 """Hardware profiles and their budgets: lesson budgets smaller than the full ones, the Q&A budget fitting its data, every
 profile within its models' context, the profile a GPU gets (bf16 without emulation, unknown GPUs), and a GPU the PyTorch
 build has no kernels for."""
-import types
+import importlib, types
 import pytest
 import torch
 
@@ -22,7 +22,8 @@ def _epochs(cfg, n_train: int) -> float:
 def test_every_gpu_profile_has_lesson_budgets_smaller_than_its_full_ones(profile):
     for task in ("qa", "summarize"):
         lesson, full = make_config(task, profile, lesson=True, rehearsal=False), make_config(task, profile, rehearsal=False)
-        assert 0 < lesson.max_steps <= 100 and lesson.eval_limit <= 24, (task, lesson)
+        assert 0 < lesson.max_steps <= 100 and lesson.eval_limit <= min(24, full.eval_limit), (task, lesson)
+        assert _epochs(lesson, 243) < _epochs(full, 243), (task, "the lesson budget trains less than the full one")
         assert lesson.eval_steps < lesson.max_steps
     lesson = make_config("classify", profile, lesson=True, rehearsal=False)
     assert _epochs(lesson, 600) <= 1
@@ -115,7 +116,7 @@ def test_a_p100_a_build_runs_keeps_its_profile_and_a_t4_gets_t4(monkeypatch):
 
 def test_a_4bit_model_loads_on_the_cpu_beside_a_gpu_the_build_cannot_run(monkeypatch, causal_dir):
     "transformers puts a 4-bit model on `torch.cuda.current_device()` unless told where; the course names the CPU."
-    import bitsandbytes, peft, transformers.trainer  # imported before the fake GPU: their CUDA backends need a CUDA build of torch
+    for m in ("bitsandbytes", "peft", "transformers.trainer"): importlib.import_module(m)  # imported before the fake GPU: their CUDA backends need a CUDA build of torch
     _fake_gpu(monkeypatch, "Tesla P100-PCIE-16GB", 6, 15.9, archs=KAGGLE_ARCHS)
     monkeypatch.setattr(torch.cuda, "current_device", _no_kernel)
     model, _ = qlora.load_for_training(make_config("qa", "smoke", model=str(causal_dir), strategy="qlora", lora_r=4))
