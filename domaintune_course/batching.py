@@ -11,6 +11,7 @@ __all__ = ['PAD_CANDIDATES', 'STRATEGIES', 'ensure_pad_token', 'encode_prompt', 
            'course_trainer', 'sampling_args', 'make_collator', 'per_example_losses', 'check_packing']
 
 # %% ../nbs/01a_batching.ipynb #ef619633
+# @title Imports: the standard library, the course's input error, and lesson 01's prompt and data functions
 import functools, math, random
 from dataclasses import dataclass
 from .config import InputError
@@ -33,6 +34,7 @@ def ensure_pad_token(tokenizer):
     return tokenizer
 
 # %% ../nbs/01a_batching.ipynb #6eae64d3
+# @title encode_prompt: a prompt's token ids as training sees them, with the tokenizer's prefix (bos) once
 def _special_prefix(tokenizer) -> list[int]:
     "The ids the tokenizer puts before any text (e.g. bos), found by encoding a probe."
     with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -116,6 +118,7 @@ def example_lengths(tokenizer, task: str, records: list[dict], style: str = "ins
     return dict(prompt=p, completion=c, total=[a + b for a, b in zip(p, c)])
 
 # %% ../nbs/01a_batching.ipynb #ee7d62cc
+# @title model_context: the model's maximum positions, read from its config
 def model_context(model_or_config) -> int | None:
     "The model's maximum positions from its config (`n_positions`, `max_position_embeddings` or `seq_length`)."
     cfg = getattr(model_or_config, "config", model_or_config)
@@ -143,6 +146,7 @@ def recommend_max_length(lengths: dict, # from `example_lengths` (or a list of t
                 n=len(lengths["total"]), truncated=sum(t > m for t in lengths["total"]), answer_cut=cut, longest=max(lengths["total"]))
 
 # %% ../nbs/01a_batching.ipynb #7bd9f93e
+# @title length_histogram: a histogram of token lengths with max_length and the context marked
 def length_histogram(lengths: dict, # from `example_lengths` (or a list of total lengths)
                      recommendation: dict | None = None, # from `recommend_max_length`: draws max_length and context
                      title: str = "Tokens per example",
@@ -162,6 +166,7 @@ def length_histogram(lengths: dict, # from `example_lengths` (or a list of total
     return fig
 
 # %% ../nbs/01a_batching.ipynb #0a41ca72
+# @title Token lengths of a task's bundled records
 def _lengths_for(task: str, tokenizer, records=None) -> dict:
     "Token lengths of a task's bundled records (or `records`) with `tokenizer`."
     return example_lengths(tokenizer, task, records if records is not None else load_task_data(task))
@@ -213,11 +218,13 @@ def padding_fraction(lengths: list[int], # tokens per example (untruncated)
     return dict(padding_fraction=1 - sum(lens) / computed, tokens_computed=computed)
 
 # %% ../nbs/01a_batching.ipynb #9012a750
+# @title padding_report: padding_fraction for every strategy
 def padding_report(lengths: list[int], batch_size: int, max_length: int, seed: int = 42) -> dict:
     "Padding fraction and tokens computed for every strategy in `STRATEGIES`."
     return {s: padding_fraction(lengths, batch_size, s, max_length, seed) for s in STRATEGIES}
 
 # %% ../nbs/01a_batching.ipynb #b70ff9b5
+# @title bundled_padding_table: the padding fraction per strategy on each bundled data set
 def bundled_padding_table(batch_size: int = 8, seed: int = 42) -> dict:
     "Padding fraction per strategy on each bundled data set (SmolLM2 for qa/summarize, MiniLM for classify)."
     from domaintune_course.models import load_tokenizer
@@ -236,6 +243,7 @@ def bundled_padding_table(batch_size: int = 8, seed: int = 42) -> dict:
     return out
 
 # %% ../nbs/01a_batching.ipynb #5f7bda64
+# @title The Trainer's length-grouped sampler, rebuilt on the course's grouping and seeded per epoch
 @functools.cache
 def _sampler_class():
     "The Trainer's length-grouped sampler with the course's grouping (built on first use: importing transformers takes seconds)."
@@ -253,6 +261,7 @@ def _sampler_class():
     return CourseSampler
 
 # %% ../nbs/01a_batching.ipynb #90dac4bb
+# @title course_trainer: a transformers Trainer whose length-grouped sampling uses the course's grouping
 def course_trainer(**kwargs # `transformers.Trainer` arguments
                   ):
     "A `transformers.Trainer` whose length-grouped sampling uses `length_grouped_indices` (50-batch megabatches, shuffled batches)."
@@ -274,12 +283,14 @@ def _trainer_class():
     return CourseTrainer
 
 # %% ../nbs/01a_batching.ipynb #eabcf812
+# @title sampling_args: the TrainingArguments keywords that select a batching strategy
 def sampling_args(strategy: str = "group_by_length") -> dict:
     "The `TrainingArguments` keywords (transformers 5) that select a batching strategy."
     if strategy not in STRATEGIES: raise InputError(f"Unknown batching strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")
     return dict(train_sampling_strategy="group_by_length") if strategy == "group_by_length" else dict(train_sampling_strategy="random")
 
 # %% ../nbs/01a_batching.ipynb #b8d49fba
+# @title make_collator: the collator for a strategy (flattening for packed, CompletionCollator otherwise)
 def make_collator(tokenizer, # supplies the pad token
                   strategy: str = "dynamic", # "packed" flattens the batch (padding-free); anything else pads dynamically
                   padding_side: str = "right",
@@ -301,6 +312,7 @@ def _token_losses(model, input_ids, labels, **kw):
     return loss * keep, keep
 
 # %% ../nbs/01a_batching.ipynb #341666b0
+# @title per_example_losses: each example's mean completion loss, one by one or packed into one row
 def per_example_losses(model, features: list[dict], packed: bool = False) -> list[float]:
     "Mean completion-token loss of each example, computed one by one or packed into one row."
     import torch

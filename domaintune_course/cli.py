@@ -42,7 +42,7 @@ HUB_DATA = {"classify": ("imdb",), "summarize": ("dialogsum", "knkarthick/dialog
 
 def _data_files(folder: Path, limit: int = 3) -> list[str]:
     "Up to `limit` data files in `folder` or its subfolders, to name in the fix."
-    from domaintune_course.data import FORMATS
+    from domaintune_course.formats import FORMATS
     found = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in FORMATS and p.is_file())
     return found[:limit]
 

@@ -8,13 +8,10 @@ Docs: https://domaintune-course.github.io/domaintune-course/data.html.md"""
 __all__ = ['BUNDLED', 'DEFAULT_BLOCKLIST', 'MIN_WORDS', 'SPLITS', 'BLURB', 'END_MARKER', 'PROMPT_TEMPLATES', 'OUTPUT_FILES',
            'bundled_path', 'load_task_data', 'prompt_key', 'duplicate_prompts', 'shingles', 'jaccard', 'similar_pairs',
            'max_similarity', 'prompt_report', 'clean_records', 'fingerprint', 'label_maps', 'split_records',
-           'build_prompt', 'as_record', 'build_example', 'cut_at_end', 'prepare_data', 'read_splits', 'format_report',
-           'DataError', 'TASK_FIELDS', 'SENTIMENT_LABELS', 'read_records', 'read_source', 'describe_read',
-           'sentiment_label', 'normalise_labels', 'FORMATS', 'NOT_DATA', 'ARCHIVES', 'SHEETS', 'QUOTE_FIX',
-           'TEXT_COLUMNS', 'LABEL_COLUMNS', 'QA_LAYOUTS', 'QA_FIX', 'ROLES', 'SENTIMENT_ALIASES', 'KEEP', 'FIELD_NAMES',
-           'normalise_text']
+           'build_prompt', 'as_record', 'build_example', 'cut_at_end', 'prepare_data', 'read_splits', 'format_report']
 
 # %% ../nbs/01_data.ipynb #3a04d9f2
+# @title Standard-library imports and the course's input error
 import hashlib, json, random, re
 from collections import Counter, defaultdict
 from importlib import resources
@@ -22,13 +19,9 @@ from pathlib import Path
 from .config import InputError
 
 # %% ../nbs/01_data.ipynb #818d54c7
-from .formats import (
-    DataError, TASK_FIELDS, SENTIMENT_LABELS, read_records, read_source, describe_read, sentiment_label, normalise_labels,
-    FORMATS, NOT_DATA, ARCHIVES, SHEETS, QUOTE_FIX, TEXT_COLUMNS, LABEL_COLUMNS, QA_LAYOUTS, QA_FIX, ROLES, SENTIMENT_ALIASES,
-    KEEP, FIELD_NAMES, normalise_text, check_task, publish_files, write_json, write_jsonl)
-_all_ = ["DataError", "TASK_FIELDS", "SENTIMENT_LABELS", "read_records", "read_source", "describe_read", "sentiment_label",
-         "normalise_labels", "FORMATS", "NOT_DATA", "ARCHIVES", "SHEETS", "QUOTE_FIX", "TEXT_COLUMNS", "LABEL_COLUMNS",
-         "QA_LAYOUTS", "QA_FIX", "ROLES", "SENTIMENT_ALIASES", "KEEP", "FIELD_NAMES", "normalise_text"]
+# @title Reading and writing helpers from reference/formats: validated records, the task fields, atomic writes
+from .formats import (DataError, TASK_FIELDS, SENTIMENT_LABELS, read_records, read_source, describe_read,
+                                       normalise_text, check_task, publish_files, write_json, write_jsonl)
 
 # %% ../nbs/01_data.ipynb #db2d7c98
 BUNDLED = {"qa": "chronic_care_qa.jsonl", "classify": "movie_reviews.csv", "summarize": "dialogues.jsonl"}
@@ -91,6 +84,7 @@ def max_similarity(texts: list[str], n: int = 5) -> float:
     return max((s for _, _, s in similar_pairs(texts, threshold=0.0, n=n)), default=0.0)
 
 # %% ../nbs/01_data.ipynb #a5c8c5c2
+# @title The default blocklist, minimum word counts per field, and the text whose near duplicates matter
 DEFAULT_BLOCKLIST = (
     r"\bas an ai (?:language )?model\b",   # chatbot boilerplate copied into data
     r"\blorem ipsum\b",                    # placeholder text
@@ -104,6 +98,7 @@ def _main_text(task: str, r: dict) -> str:
     return f"{r['prompt']} {r['completion']}" if task == "qa" else r[TASK_FIELDS[task][0]]
 
 # %% ../nbs/01_data.ipynb #00c5e001
+# @title Screen records: normalise whitespace, drop too-short and blocklisted ones, and count each
 def _screen(records, task, patterns, min_words):
     "Normalise whitespace; drop too-short and blocklisted records; return kept records and counts."
     kept, changed, short, blocked, counts = [], 0, [], [], Counter()
@@ -118,6 +113,7 @@ def _screen(records, task, patterns, min_words):
     return kept, changed, short, blocked, counts
 
 # %% ../nbs/01_data.ipynb #234db65c
+# @title Drop exact duplicates, and near duplicates (shingle Jaccard at or above the threshold), keeping the first
 def _same_answer(task, a, b, threshold) -> bool:
     "Are two records with one prompt also near duplicates in their answers? Never for classify: labels match or conflict."
     return task != "classify" and jaccard(*(shingles(str(r[TASK_FIELDS[task][1]])) for r in (a, b))) >= threshold
@@ -167,6 +163,7 @@ def clean_records(records: list[dict], # normalised records from `read_records`
     return kept, report
 
 # %% ../nbs/01_data.ipynb #5feaf716
+# @title Split sizes from the fractions, and the records grouped into seeded units that stay together
 def _targets(n: int, fractions) -> list[int]:
     "Split sizes for `n` items: rounded fractions for validation and test, the rest for train."
     val, test = round(n * fractions[1]), round(n * fractions[2])
@@ -181,6 +178,7 @@ def _units(records, unit_of: dict, seed: int) -> list[list[dict]]:
     return units
 
 # %% ../nbs/01_data.ipynb #4204e77e
+# @title Join paraphrase groups and records that share a prompt into one unit (union-find)
 def _unit_keys(records, task: str) -> dict:
     "Each id's unit: its paraphrase group (qa) or its id, joined (union) with every unit that shares a prompt with it."
     base, parent = {r["id"]: r.get("group", r["id"]) if task == "qa" else r["id"] for r in records}, {}
@@ -194,6 +192,7 @@ def _unit_keys(records, task: str) -> dict:
     return {i: root(u) for i, u in base.items()}
 
 # %% ../nbs/01_data.ipynb #ac061a07
+# @title Fill the splits unit by unit, each unit going to the split furthest below its size
 def _fill(units, targets) -> list[list[dict]]:
     "Assign units to splits, each to the split furthest below its target."
     out = [[] for _ in targets]
@@ -204,6 +203,7 @@ def _fill(units, targets) -> list[list[dict]]:
     return out
 
 # %% ../nbs/01_data.ipynb #fa6a4fbf
+# @title A stable fingerprint of the records, and the label-to-id maps
 def fingerprint(records: list[dict]) -> str:
     "A stable sha256 of the normalised records (independent of their order)."
     h = hashlib.sha256()
@@ -216,6 +216,7 @@ def label_maps(records: list[dict]) -> tuple[dict, dict]:
     return {l: i for i, l in enumerate(labels)}, {i: l for i, l in enumerate(labels)}
 
 # %% ../nbs/01_data.ipynb #c58a9909
+# @title The split names, and the label-by-label (stratified) fill for classification
 SPLITS = ("train", "validation", "test")
 
 def _stratified(records, unit_of: dict, seed: int, fractions) -> list[list[dict]]:
@@ -266,6 +267,7 @@ def _answer(task: str, record: dict) -> str:
     return str(record[TASK_FIELDS[task][1]])
 
 # %% ../nbs/01_data.ipynb #9b4a8607
+# @title The task's instruction text, and the chat-template version of the prompt
 def _instruction(task: str, labels=None, instruction: str | None = None) -> str:
     "The task's instruction, with the label names filled in for classify."
     text = instruction or PROMPT_TEMPLATES[task]
@@ -302,6 +304,7 @@ def as_record(task: str, # qa | classify | summarize
     return {"id": id, TASK_FIELDS[check_task(task)][0]: text}
 
 # %% ../nbs/01_data.ipynb #f275108a
+# @title What the chat template writes after the prompt for the answer
 def _chat_completion(tokenizer, task, record, prompt, labels=None, instruction=None) -> str:
     "What the chat template writes after `prompt` for the assistant's answer."
     msgs = [{"role": "user", "content": f"{_instruction(task, labels, instruction)}\n\n{_input(task, record)}"},
@@ -333,6 +336,7 @@ def cut_at_end(text: str, # generated text, after the prompt
     return text.strip()
 
 # %% ../nbs/01_data.ipynb #1db9bc5b
+# @title Write the splits, the manifest and the report into the output folder, atomically
 OUTPUT_FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "manifest.json", "report.json")
 
 def _write_prepared(splits: dict, manifest: dict, report: dict, out_dir: Path):
@@ -341,6 +345,7 @@ def _write_prepared(splits: dict, manifest: dict, report: dict, out_dir: Path):
     publish_files(files | {"manifest.json": lambda p: write_json(manifest, p), "report.json": lambda p: write_json(report, p)}, out_dir)
 
 # %% ../nbs/01_data.ipynb #cde63bf8
+# @title prepare_data: read, clean, split and write one file (what `domaintune prepare` runs)
 def prepare_data(task: str, # qa | classify | summarize
                  path, # the user's data file; None uses the bundled set
                  out_dir, # where the splits, manifest.json and report.json go
@@ -364,6 +369,7 @@ def prepare_data(task: str, # qa | classify | summarize
     return report
 
 # %% ../nbs/01_data.ipynb #d2b625e4
+# @title read_splits: read back the splits prepare_data wrote, validating them again
 def read_splits(out_dir, # a directory written by `prepare_data`
                 task: str, # qa | classify | summarize
                ) -> dict[str, list[dict]]:
@@ -374,6 +380,7 @@ def read_splits(out_dir, # a directory written by `prepare_data`
     return {k: read_records(out_dir / f"{k}.jsonl", task) for k in SPLITS}
 
 # %% ../nbs/01_data.ipynb #b972d37c
+# @title The report's lines on shared prompts and on labels that disagree
 def _duplicate_lines(report: dict, shown: int = 5) -> list[str]:
     "The report's lines on records that share a prompt, and on the labels that disagree."
     n = report.get("duplicate_prompt_groups")
@@ -384,6 +391,7 @@ def _duplicate_lines(report: dict, shown: int = 5) -> list[str]:
     return lines + ([f"    ... {len(conflicts) - shown} more in report.json (conflicts)"] if len(conflicts) > shown else [])
 
 # %% ../nbs/01_data.ipynb #3c19e43c
+# @title format_report: the report as text, counts first, then a few records to read
 def format_report(report: dict, # from `prepare_data` or `clean_records` (or a task's `prepare`)
                   width: int = 300, # characters shown per field of a sampled record
                  ) -> str:

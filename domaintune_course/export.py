@@ -15,6 +15,7 @@ from .data import END_MARKER, PROMPT_TEMPLATES, as_record, build_prompt
 from .gguf import converter_dir, parity_check, to_gguf  # conversion and the llama.cpp parity check (reference notebook `gguf`)
 
 # %% ../nbs/06c_export.ipynb #a8525998
+# @title `_new_dir`: a new or empty output folder (an export never overwrites one)
 def _new_dir(path: Path | str) -> Path:
     "An output directory that is new or empty (an export never overwrites one)."
     path = Path(path).expanduser()

@@ -191,7 +191,8 @@ def gguf_parity(model_dir: Path | str, # the merged model folder
 def held_out_prompts(run_dir: Path, model_dir: Path, settings: dict, n: int = 4) -> list[str]:
     "Up to `n` prompts of the run's test split, in the run's prompt."
     from transformers import AutoTokenizer
-    from domaintune_course.data import TASK_FIELDS, as_record, build_prompt
+    from domaintune_course.data import as_record, build_prompt
+    from domaintune_course.formats import TASK_FIELDS
     tok, rows = AutoTokenizer.from_pretrained(model_dir), [json.loads(l) for l in (run_dir / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines() if l.strip()]
     field = TASK_FIELDS[settings["task"]][0]
     return [build_prompt(settings["task"], as_record(settings["task"], r[field]), tok, settings["style"]) for r in rows[:n]]

@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 # %% ../nbs/02c_metrics.ipynb #b51ac037
+# @title Input checks: non-empty lists of equal length (with a message that says what to pass), and numpy scalars as Python ones
 def _check_lengths(**named) -> int:
     "Check that every named sequence is non-empty and that all have the same length; return that length."
     sizes = {k: len(v) for k, v in named.items() if v is not None}
@@ -31,6 +32,7 @@ def _native(x):
     return x.item() if isinstance(x, np.generic) else x
 
 # %% ../nbs/02c_metrics.ipynb #633d24ff
+# @title ROC AUC from P(positive), or None where it is undefined (one class only, or not binary)
 def _roc_auc(y_true, scores, labels, pos_label) -> float | None:
     "Binary ROC AUC from P(positive), or None when it is undefined (one class only, or not binary)."
     from sklearn.metrics import roc_auc_score
@@ -62,6 +64,7 @@ def classification_report(y_true: list, # true labels, one per example
                 roc_auc=_roc_auc(y_true, scores, labels, pos_label))
 
 # %% ../nbs/02c_metrics.ipynb #9c48bba3
+# @title plot_confusion: a heatmap of the confusion matrix with counts and row shares (matplotlib)
 def plot_confusion(y_true: list, # true labels
                    y_pred: list, # predicted labels
                    labels: list, # label order along both axes
@@ -86,6 +89,7 @@ def plot_confusion(y_true: list, # true labels
     return fig
 
 # %% ../nbs/02c_metrics.ipynb #377f0fa1
+# @title plot_roc_pr: ROC and precision-recall curves side by side (matplotlib)
 def plot_roc_pr(y_true: list, # true labels
                 scores: list, # P(positive) per example
                 pos_label=1, # which label is positive
@@ -118,6 +122,7 @@ def _loss_series(log_history: list[dict]) -> tuple[list, list]:
     return train, evals
 
 # %% ../nbs/02c_metrics.ipynb #96573e37
+# @title plot_loss_curves: training and evaluation loss against the step, the lowest evaluation marked (matplotlib)
 def plot_loss_curves(log_history: list[dict], # `trainer.state.log_history`, or the same list read from a run's JSON
                      title: str = "Training and evaluation loss", # the plot's title
                     ) -> "matplotlib.figure.Figure":
@@ -152,6 +157,7 @@ def chance_levels(labels: list, # the training labels
     return dict(chance_loss=math.log(classes or len(counts)), baseline_loss=-sum(p * math.log(p) for p in shares), majority_accuracy=max(shares))
 
 # %% ../nbs/02c_metrics.ipynb #62e456d3
+# @title Rule 1: the verdict 'at chance' when the best evaluation is no better than a model that learned nothing
 def _at_chance(log_history: list[dict], evals: list, chance: dict | None, tol: float) -> str | None:
     "Rule 1's verdict when the best evaluation is no better than learning nothing, else None."
     if not chance or not evals: return None
@@ -208,6 +214,7 @@ def fit_verdict(task: str, # classify, or qa / summarize (a causal LM)
     return diagnose_fit(log_history, tol, chance=chance)
 
 # %% ../nbs/02c_metrics.ipynb #57493b6e
+# @title most_confident_errors: the k wrong predictions made with the highest confidence, most confident first
 def _confidence(pred, score, pos_label, labels) -> float:
     "The model's probability for the class it predicted."
     s = np.asarray(score, dtype=float)
@@ -231,6 +238,7 @@ def most_confident_errors(texts: list[str], # the inputs, for reading
     return sorted(errors, key=lambda e: -e["confidence"])[:k]
 
 # %% ../nbs/02c_metrics.ipynb #7313b1a9
+# @title Sentence splitting for rougeLsum: nltk's Punkt told a fixed list of abbreviations (offline, the same everywhere)
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "a.m", "p.m", "approx", "inc", "ltd", "co")
 
@@ -250,6 +258,7 @@ def one_sentence_per_line(text: str) -> str:
     return "\n".join(split_sentences(text))
 
 # %% ../nbs/02c_metrics.ipynb #c5ea0810
+# @title ROUGE of one prediction against its references, the best (or mean) per ROUGE type
 def _rouge_one(scorer, prediction: str, refs: list[str], combine: str) -> dict:
     "F-measures of one prediction against its references, combined per ROUGE type."
     if not refs: raise ValueError("An example has an empty list of references: give at least one reference per example.")
@@ -317,6 +326,7 @@ def perplexity(losses: list[float], # mean loss (natural log) per batch or per e
     return math.exp(mean) if mean < 700 else math.inf
 
 # %% ../nbs/02c_metrics.ipynb #1de5ac2d
+# @title Bootstrap plumbing: seeded resampled means drawn in chunks, and the central percentile interval
 def _resampled_means(values: np.ndarray, n_resamples: int, seed: int, chunk: int = 256) -> np.ndarray:
     "Means of `n_resamples` bootstrap resamples of `values`, drawn in chunks to bound memory."
     rng, n, out = np.random.default_rng(seed), len(values), []
@@ -358,6 +368,7 @@ def paired_bootstrap(a: list[float], # per-example scores of the baseline
                 low=low, high=high, p_value=float((means <= 0).mean()), ci=ci, n_resamples=n_resamples)
 
 # %% ../nbs/02c_metrics.ipynb #2f3250bf
+# @title plot_metric_comparison: one bar per system for a metric, with error bars from its intervals (matplotlib)
 def plot_metric_comparison(table: dict[str, dict], # system name -> {metric name: value}
                            metric: str, # which metric to draw
                            intervals: dict | None = None, # system name -> (low, high) or (mean, low, high)

@@ -9,13 +9,14 @@ __all__ = ['quantization_config', 'load_base', 'load_for_training', 'trainable_r
            'featurize', 'save_finetuned', 'fine_tune', 'load_finetuned', 'base_then_finetuned', 'merge_adapter']
 
 # %% ../nbs/02_qlora.ipynb #30cbe92b
+# @title The module's imports: the config, models, batching, training and generation helpers it builds on
 import gc, importlib.util, json, math, os, time
 from contextlib import nullcontext
 from functools import partial
 from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TrainConfig, cuda_usable, rehearsal_records
-from .models import linear_names, lora_targets, load_model, load_tokenizer, load_permissions
+from .models import lora_targets, load_model, load_tokenizer, load_permissions
 from .batching import course_trainer, encode_prompt, ensure_pad_token, make_collator, tokenize_example
 from .training import (compute_dtype, training_arguments, substitutions, describe_substitutions, keep_trainable_layout,
     last_checkpoint, dir_size_mb, freeze_lower_blocks, one_device, plain_linear_layers, EQUIVALENT_LINEARS, tokens_before, timed_train,
@@ -153,6 +154,7 @@ def fine_tune(cfg: TrainConfig, # model, strategy and budget
                           substitutions=subs, vocab_size=len(tokenizer))
 
 # %% ../nbs/02_qlora.ipynb #f818676b
+# @title Inference helpers: put a model in eval mode with its cache on, rebuild the run's base, load a full fine-tune
 def _ready(model):
     "`model` in eval mode with its KV cache on (training switched it off)."
     model.config.use_cache = True
@@ -167,6 +169,7 @@ def _load_full(model_dir: Path, cfg: TrainConfig):
     return _ready(load_model(str(model_dir), dtype=compute_dtype(cfg), **load_permissions(cfg.extra)).to(inference_device()))
 
 # %% ../nbs/02_qlora.ipynb #a559a8c9
+# @title Put the run's adapter on a base (merged or beside it), and decide whether to load the base in 4-bit
 def _with_adapter(base, model_dir: Path, merge: bool):
     "`base` with the run's adapter: merged into its weights (`merge`), or beside them as a `PeftModel`."
     from peft import PeftModel
@@ -191,6 +194,7 @@ def load_finetuned(run_dir: Path | str, # a run directory with `model/`
     return _with_adapter(_inference_base(cfg, tokenizer, quantized), model_dir, not quantized if merge is None else merge), tokenizer
 
 # %% ../nbs/02_qlora.ipynb #a05ff931
+# @title The generator behind base_then_finetuned: base first, then the fine-tuned model, from one load
 def _base_then_finetuned(cfg: TrainConfig, model_dir: Path, tokenizer, quantized: bool, merge: bool):
     "Yield ('base', model), then ('finetuned', model)."
     if not (model_dir / "adapter_config.json").exists():
@@ -206,6 +210,7 @@ def _base_then_finetuned(cfg: TrainConfig, model_dir: Path, tokenizer, quantized
         yield "finetuned", _with_adapter(base, model_dir, merge=True)
 
 # %% ../nbs/02_qlora.ipynb #0d760379
+# @title base_then_finetuned: the run's tokenizer and the base-then-fine-tuned generator (the table above)
 def base_then_finetuned(run_dir: Path | str, # a run directory with `model/`
                         quantized: bool | None = None, # as for `load_finetuned`
                         merge: bool | None = None, # as for `load_finetuned`: None merges unless the base is 4-bit

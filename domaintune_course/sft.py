@@ -33,7 +33,7 @@ def sft_config(cfg: TrainConfig, # the run's configuration, as `qlora.fine_tune`
 
 # %% ../nbs/02b_trl.ipynb #535fdbb4
 def sft_dataset(records: list[dict], # task records
-                build_example_fn, # (record, tokenizer) -> (prompt, completion), e.g. `tasks.qa.qa_example`
+                build_example_fn, # (record, tokenizer) -> (prompt, completion), e.g. `partial(data.build_example, "qa", style="auto")`
                 tokenizer, # the model's tokenizer
                ):
     "A `datasets.Dataset` of the course's prompt/completion strings, the format `SFTTrainer` trains on with completion-only loss."
@@ -64,14 +64,15 @@ def token_parity(course_features: list[dict], # from `qlora.featurize`
                 loss_tokens=sum(sum(l != -100 for l in f["labels"]) for f in course_features))
 
 # %% ../nbs/02b_trl.ipynb #6064b8da
-def _losses(trainer) -> list[float]:
-    "Train; return the logged loss of every step."
+def _losses(trainer) -> tuple[list[float], list[float]]:
+    "Train; return the logged loss and learning rate of every step."
     trainer.train()
-    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    return [h["loss"] for h in logged], [h["learning_rate"] for h in logged]
 
-def _twin_trainers(cfg: TrainConfig, records: list[dict], build_example_fn, steps: int, out: Path) -> tuple:
-    "The course's trainer and TRL's, each on a fresh copy of the model: same records, same order, `steps` steps."
-    quiet = dict(max_steps=steps, logging_steps=1, train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no", disable_tqdm=True)
+def _twin_trainers(cfg: TrainConfig, records: list[dict], build_example_fn, steps: int, out: Path, warmup_steps: float) -> tuple:
+    "The course's trainer and TRL's, each on a fresh copy of the model: same records, same order, `steps` steps, the same warm-up."
+    quiet = dict(max_steps=steps, logging_steps=1, warmup_steps=warmup_steps, train_sampling_strategy="sequential", eval_strategy="no", save_strategy="no", disable_tqdm=True)
     model, tok = load_for_training(cfg)
     course = course_trainer(model=model, args=training_arguments(cfg, out / "course", **quiet),
                             train_dataset=featurize(tok, records, build_example_fn, cfg.max_length), data_collator=make_collator(tok))
@@ -83,11 +84,12 @@ def compare_first_steps(cfg: TrainConfig, # the run's configuration (model, stra
                         records: list[dict], build_example_fn, # training records and the task's (prompt, completion) builder
                         steps: int = 1, # optimizer steps each
                         output_dir: Path | str | None = None, # scratch space (default: a temporary directory)
+                        warmup_steps: float = 0.05, # warm-up as `training_arguments` (a fraction below 1); 0: step 1 runs at the full rate
                        ) -> dict:
-    "The per-step losses of the course's trainer and TRL's on fresh copies of the same model, same records, same order."
-    course, trl = _twin_trainers(cfg, records, build_example_fn, steps, Path(output_dir or tempfile.mkdtemp(prefix="sft-parity-")))
-    a, b = _losses(course), _losses(trl)
+    "The per-step losses (and learning rates) of the course's trainer and TRL's on fresh copies of the same model, same records, same order."
+    course, trl = _twin_trainers(cfg, records, build_example_fn, steps, Path(output_dir or tempfile.mkdtemp(prefix="sft-parity-")), warmup_steps)
+    (a, lr), (b, _) = _losses(course), _losses(trl)
     if len(a) != steps or len(b) != steps:
         raise InputError(f"The course's trainer logged {len(a)} and TRL's {len(b)} of {steps} steps: TRL drops examples whose answer "
                          f"max_length={cfg.max_length} cuts away entirely ({len(trl.train_dataset)} of {len(records)} left). Fix: raise max_length.")
-    return dict(course=a, trl=b, max_abs_diff=max(abs(x - y) for x, y in zip(a, b)))
+    return dict(course=a, trl=b, max_abs_diff=max(abs(x - y) for x, y in zip(a, b)), learning_rates=lr)

@@ -8,6 +8,7 @@ import torch
 from domaintune_course import qlora, training
 from domaintune_course.config import make_config
 from domaintune_course.data import build_example
+from domaintune_course import sources
 from domaintune_course.tasks import summarize
 from domaintune_course.testing import toy_qa_rows, write_jsonl
 
@@ -101,6 +102,6 @@ def test_a_resumed_run_keeps_the_data_it_started_with(tmp_path):
             for s in ("train", "validation", "test")}
     d = tmp_path / "data"
     for s, r in rows.items(): write_jsonl(r, d / f"{s}.jsonl")
-    (d / "manifest.json").write_text(json.dumps(dict(source=summarize.DIALOGSUM)))
+    (d / "manifest.json").write_text(json.dumps(dict(source=sources.DIALOGSUM)))
     got = summarize.prepare_run_data(make_config("summarize", "t4", rehearsal=False), d, resume=True)
     assert got == rows

@@ -7,7 +7,7 @@ import torch
 
 from domaintune_course import metrics as M, pooling
 from domaintune_course.config import InputError, make_config
-from domaintune_course.data import DataError
+from domaintune_course.formats import DataError
 from domaintune_course.testing import tiny_model_dir, tiny_tokenizer, toy_reviews, write_jsonl
 from domaintune_course.tasks import classify
 

@@ -2,7 +2,8 @@
 import json, shutil
 import pytest
 from domaintune_course.config import InputError, make_config
-from domaintune_course.data import DataError, format_report
+from domaintune_course.data import format_report
+from domaintune_course.formats import DataError
 from domaintune_course.testing import tiny_model_dir, toy_qa_rows, write_jsonl
 from domaintune_course.prompting import pick_shots, system_instructions
 from domaintune_course.tasks import qa

@@ -4,7 +4,7 @@ import torch
 from domaintune_course.config import InputError, make_config
 from domaintune_course.data import build_example, build_prompt
 from domaintune_course.testing import tiny_causal_lm, tiny_model_dir, toy_qa_rows
-from domaintune_course import concepts, generation, models, qlora, training
+from domaintune_course import concepts, costs, generation, models, qlora, training
 
 
 def example_fn(record, tokenizer): return build_example("qa", record, tokenizer, style="instruction")
@@ -103,7 +103,7 @@ def test_load_finetuned_names_the_fix_for_a_directory_without_a_model(tmp_path):
 @pytest.mark.parametrize("strategy", ["lora", "qlora"])
 def test_memory_estimate_within_15_percent_of_measured_smollm2_footprint(strategy):
     estimated = concepts.estimate_memory("smollm2-135m", strategy, "fp32", lora_r=0)["weights"] * 1024
-    measured = concepts.measured_footprint_mb(strategy)
+    measured = costs.measured_footprint_mb(strategy)
     assert abs(estimated / measured - 1) < 0.15, (estimated, measured)
 
 

@@ -5,11 +5,12 @@ import pytest
 from clirunner import dt, dt_ok
 from domaintune_course import metrics as M
 from domaintune_course.config import InputError, make_config
-from domaintune_course.data import DataError
+from domaintune_course.formats import DataError
 from domaintune_course.metrics import ROUGE_TYPES
 from domaintune_course.prompting import few_shot_instruction, prompt_settings
 from domaintune_course.tasks import summarize
 from domaintune_course.training import run_config
+from domaintune_course.sources import use_hub
 from domaintune_course.testing import tiny_model_dir, toy_dialogues, write_jsonl
 
 
@@ -155,7 +156,7 @@ def test_train_and_evaluate_name_the_fit_like_the_other_tasks(trained, tmp_path)
 
 def test_a_gpu_profile_gets_dialogsum_or_a_clear_error_never_the_bundled_dialogues(tmp_path):
     cfg = make_config("summarize", "t4", rehearsal=False)
-    assert cfg.data == "dialogsum" and summarize.use_hub(cfg)
+    assert cfg.data == "dialogsum" and use_hub(cfg)
     with pytest.raises(InputError, match="DialogSum.*Internet.*--data"):
         summarize.prepare_run_data(cfg, tmp_path / "data")  # the hub is offline here (conftest)
     assert not (tmp_path / "data" / "train.jsonl").exists()

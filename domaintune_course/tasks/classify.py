@@ -12,6 +12,7 @@ __all__ = ['LABELS', 'TRUNCATIONS', 'TRUNCATION', 'check_labels', 'load_reviews'
            'compare_systems', 'verdict', 'generate']
 
 # %% ../../nbs/04_imdb.ipynb #23a6e516
+# @title The module's imports
 import json, random, shutil, time
 from pathlib import Path
 import numpy as np
@@ -21,13 +22,15 @@ from ..generation import inference_device
 from ..batching import CompletionCollator, course_trainer
 from ..training import compute_dtype, continue_from, describe_substitutions, newest_checkpoint, run_file, substitutions
 from ..training import training_arguments as lm_training_arguments
-from ..data import build_prompt, load_task_data, prepare_data, read_splits, sentiment_label
+from ..data import build_prompt, load_task_data, prepare_data, read_splits
+from ..formats import sentiment_label
 from .. import metrics
 from ..pooling import MeanPooler, run_pooling, masked_mean, pooling_mode, use_mean_pooling
 from ..formats import write_json
 from ..sources import load_imdb, write_splits
 
 # %% ../../nbs/04_imdb.ipynb #20e5c634
+# @title `check_labels`: normalise the labels, refuse any that is not positive or negative (naming the rows)
 LABELS = ("negative", "positive")  # class ids 0 and 1; P(positive) is the score
 
 def _label(value) -> str:
@@ -46,6 +49,7 @@ def check_labels(records: list[dict], # records with `id`, `text`, `label`
     return [{**r, "label": _label(r["label"])} for r in records]
 
 # %% ../../nbs/04_imdb.ipynb #ed83eccb
+# @title `load_reviews` (read a file and check its labels) and `take_balanced` (a seeded subsample with both classes)
 def load_reviews(path: str | Path | None = None, # a data file in any supported layout; None: the bundled reviews
                 ) -> list[dict]:
     "Validated review records `{id, text, label}` with labels positive/negative."
@@ -60,6 +64,7 @@ def take_balanced(records: list[dict], n: int | None, seed: int = 42) -> list[di
     return mixed[:n]
 
 # %% ../../nbs/04_imdb.ipynb #b9441bf5
+# @title `prepare`: check both classes are present, then clean and split a file (or IMDb) into train/validation/test
 def _both_classes(records: list[dict], source: str) -> list[dict]:
     "The records, or an `InputError` if a class is missing (a classifier cannot learn a class it never sees)."
     missing = [l for l in LABELS if not any(r["label"] == l for r in records)]
@@ -109,6 +114,7 @@ def clip_text(text: str, # one review
     return tokenizer.decode(keep_tokens(ids, budget, side))
 
 # %% ../../nbs/04_imdb.ipynb #0f51be26
+# @title `encode`: clip, tokenize and label reviews for a padding collator
 def encode(texts: list[str], # reviews
            tokenizer, # the encoder's tokenizer
            max_length: int, # token budget
@@ -122,6 +128,7 @@ def encode(texts: list[str], # reviews
     return rows
 
 # %% ../../nbs/04_imdb.ipynb #c365f19f
+# @title `embed`: mean-pooled token vectors of a frozen encoder, in batches
 def embed(texts: list[str], model, tokenizer, max_length: int, truncation: str = TRUNCATION, batch_size: int = 32) -> np.ndarray:
     "Mean-pooled last hidden states of a frozen encoder, one row per text."
     import torch
@@ -151,6 +158,7 @@ def probe_truncation(splits: dict, # train/validation records
     return scores
 
 # %% ../../nbs/04_imdb.ipynb #20bad1f8
+# @title `head_modules`: the classifier's head (and BERT's pooler); `_layers`: the encoder's transformer blocks
 def head_modules(model) -> list[str]:
     "Names of the modules a sequence classifier trains on top of its encoder: the head, and BERT's pooler."
     base = getattr(model, model.base_model_prefix)
@@ -181,6 +189,7 @@ def count_parameters(model) -> dict:
     return dict(trainable=trainable, total=total, share=round(trainable / total, 5))
 
 # %% ../../nbs/04_imdb.ipynb #a420f9fc
+# @title `add_lora`: peft LoRA adapters for a sequence classifier; `_check_strategy` refuses qlora with the fix
 def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, targets: list | None = None):
     "Wrap a sequence classifier with LoRA adapters (peft SEQ_CLS); the head and pooler are trained in full."
     from peft import LoraConfig, TaskType, get_peft_model
@@ -214,6 +223,7 @@ def build_classifier(cfg: TrainConfig, # model, strategy, LoRA settings, extra["
     return freeze(model, cfg.strategy, int(cfg.extra.get("freeze_layers", 0)))
 
 # %% ../../nbs/04_imdb.ipynb #6a5c28b8
+# @title `training_arguments`: the course's Trainer settings, evaluated and checkpointed per epoch or per `eval_steps`, best by accuracy
 def training_arguments(cfg: TrainConfig, output_dir: Path | str):
     "The course's `TrainingArguments` for `cfg` (`training.training_arguments`) with what an encoder classifier changes: evaluate and save each epoch (each `eval_steps` in step budgets and one-epoch runs), keep the best by validation accuracy."
     # cfg.extra["checkpoints"] = False: no checkpoints (a quick comparison); the last model is the result
@@ -227,6 +237,7 @@ def training_arguments(cfg: TrainConfig, output_dir: Path | str):
         remove_unused_columns=True, label_names=None, include_num_input_tokens_seen="no", **every)
 
 # %% ../../nbs/04_imdb.ipynb #de3ec2da
+# @title `_val_metrics`: validation accuracy and macro F1 for `Trainer`
 def _val_metrics(pred) -> dict:
     "Validation accuracy and macro F1 from a `Trainer` prediction."
     from sklearn.metrics import f1_score
@@ -258,6 +269,7 @@ def fit(cfg: TrainConfig, # budget, model, strategy; extra: truncation, freeze_l
     return trainer, tok
 
 # %% ../../nbs/04_imdb.ipynb #33832d4d
+# @title `scoring_dtype` (fp32 on a CPU, the run's half precision on a GPU) and `_length_batches` (batches of similar length)
 def scoring_dtype(precision: str, # the run's `TrainConfig.precision`: fp32 | fp16 | bf16
                   device="cuda", # where the model scores
                  ) -> "torch.dtype":
@@ -273,6 +285,7 @@ def _length_batches(lengths: list[int], batch_size: int, progress: bool, desc: s
     for i in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, leave=False): yield order[i:i + batch_size]
 
 # %% ../../nbs/04_imdb.ipynb #d02512ea
+# @title `predict_proba`: P(positive) per review, in length-sorted batches
 def predict_proba(model, tokenizer, texts: list[str], max_length: int, truncation: str = TRUNCATION,
                   batch_size: int = 32, # reviews per forward pass, sorted by length so a batch pads little
                   progress: bool = True, # show a progress bar (25,000 IMDb reviews take minutes even on a GPU)
@@ -291,6 +304,7 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, truncatio
     return out
 
 # %% ../../nbs/04_imdb.ipynb #bb3ce737
+# @title `_save_model` and `merge_classifier`: save a run's model, merge a LoRA adapter
 def _save_model(model, tok, run_dir: Path) -> Path:
     "Save the model (a LoRA adapter stays an adapter) and tokenizer to `run_dir/model`."
     out = run_dir / "model"
@@ -307,6 +321,7 @@ def merge_classifier(run_dir: Path | str, # a LoRA classify run
     return Path(out_dir)
 
 # %% ../../nbs/04_imdb.ipynb #55a9dbfd
+# @title `_save_run`: write the model, labels, settings and loss history of a run; `_run_fit`: its fit verdict
 def _save_run(cfg: TrainConfig, run_dir: Path, trainer, tok, source: str | None) -> list:
     "Write the model, `labels.json`, `classify.json` (what evaluation needs), the loss history and its plot; return the history."
     _save_model(trainer.model, tok, run_dir)
@@ -327,6 +342,7 @@ def _run_fit(run_dir: Path) -> str | None:
     return metrics.fit_verdict("classify", json.loads(hist.read_text(encoding="utf-8")), labels=labels, classes=len(LABELS))
 
 # %% ../../nbs/04_imdb.ipynb #711cbeb3
+# @title `train`: prepare the splits, `fit`, save the run, return its validation metrics
 def train(cfg: TrainConfig, # the run's configuration (task classify)
           run_dir: Path | str, # the run directory
           resume: bool = False, # continue from the newest checkpoint (on the splits the run started with)
@@ -350,6 +366,7 @@ def train(cfg: TrainConfig, # the run's configuration (task classify)
                 **{f"{k}_parameters": v for k, v in count_parameters(trainer.model).items() if k != "share"})
 
 # %% ../../nbs/04_imdb.ipynb #2c14df30
+# @title `load_classifier`: rebuild a run's classifier (full weights, or a LoRA adapter on its base)
 def load_classifier(run_dir: Path | str):
     "The trained classifier (on the GPU when there is one) and its tokenizer from a run directory."
     d, info = Path(run_dir) / "model", run_file(run_dir, "classify")
@@ -378,6 +395,7 @@ def tfidf_baseline(train: list[dict], # training records
     return max(pipes, key=lambda p: p.score(*_xy(validation)))
 
 # %% ../../nbs/04_imdb.ipynb #44c12b48
+# @title `_xy` (texts and labels) and `tfidf_scores` (P(positive) from the TF-IDF pipeline)
 def _xy(records: list[dict]) -> tuple[list, list]:
     "Texts and labels of records."
     return [r["text"] for r in records], [r["label"] for r in records]
@@ -387,6 +405,7 @@ def tfidf_scores(pipe, texts: list[str]) -> np.ndarray:
     return pipe.predict_proba(texts)[:, list(pipe.classes_).index("positive")]
 
 # %% ../../nbs/04_imdb.ipynb #b91e8c1b
+# @title `_next_token_logprobs`: next-token log-probabilities of a left-padded batch of prompts
 def _next_token_logprobs(lm, tokenizer, ids: list[list[int]]) -> "torch.Tensor":
     "Log-probabilities of the token after each prompt of one left-padded batch (positions counted from each prompt's first token)."
     import torch
@@ -415,6 +434,7 @@ def zero_shot_scores(texts: list[str], # reviews
     return out
 
 # %% ../../nbs/04_imdb.ipynb #555e3697
+# @title `_plots`: save the confusion matrix, ROC/PR and loss curves of a run
 def _plots(run_dir: Path, y: list, pred: list, p: np.ndarray) -> dict:
     "Save the confusion matrix, ROC/PR curves and loss curves of a run; return the figures."
     figs = dict(confusion=metrics.plot_confusion(y, pred, labels=list(LABELS)))
@@ -425,6 +445,7 @@ def _plots(run_dir: Path, y: list, pred: list, p: np.ndarray) -> dict:
     return figs
 
 # %% ../../nbs/04_imdb.ipynb #98762ef4
+# @title `_held_out` (what to score) and `_baseline` (TF-IDF + LR on the run's own training split)
 def _held_out(run_dir: Path, data, seed: int) -> list[dict]:
     "Records to score: the run's test split, IMDb's test set (`imdb` or an aclImdb/ folder), or every review in a file."
     if data is None: return read_splits(run_dir / "data", "classify")["test"]
@@ -439,6 +460,7 @@ def _baseline(run_dir: Path, texts: list[str], y: list, seed: int) -> tuple[floa
     return float(right.mean()), right
 
 # %% ../../nbs/04_imdb.ipynb #bb980fbd
+# @title `evaluate`: score held-out reviews, write eval.json, errors.json and the plots
 def evaluate(run_dir: Path | str, # a finished classify run
              data: str | Path | None = None, # a data file to score; None: the run's test split
              limit: int | None = None, # score at most this many reviews (both classes kept); None: the run's `eval_limit`
@@ -447,8 +469,7 @@ def evaluate(run_dir: Path | str, # a finished classify run
     run_dir = Path(run_dir); info = run_file(run_dir, "classify")
     available = _held_out(run_dir, data, info["seed"])
     recs = take_balanced(available, limit or info.get("eval_limit"), info["seed"])  # capped: 25,000 reviews take hours on a CPU
-    model, tok = load_classifier(run_dir)
-    texts, y = _xy(recs)
+    (model, tok), (texts, y) = load_classifier(run_dir), _xy(recs)
     p = predict_proba(model, tok, texts, info["max_length"], info["truncation"], max(32, 2 * info.get("batch_size", 16)), precision=info.get("precision", "fp32"))
     pred = [LABELS[int(x >= 0.5)] for x in p]
     rep = metrics.classification_report(y, pred, scores=p, labels=list(LABELS), pos_label="positive")
@@ -465,6 +486,7 @@ def evaluate(run_dir: Path | str, # a finished classify run
     return out
 
 # %% ../../nbs/04_imdb.ipynb #a96b6a6c
+# @title `compare_systems`: accuracy with its bootstrap interval, macro F1 and ROC AUC per system
 def compare_systems(y: list[str], # true labels of the test reviews
                     scores: dict[str, np.ndarray], # system name -> P(positive) per review
                     seed: int = 42, # seeds the bootstrap
@@ -485,13 +507,14 @@ def verdict(table, # from `compare_systems`
             finetuned: str = "fine-tuned encoder", baseline: str = "TF-IDF + LR") -> str:
     "One plain sentence: by how much the fine-tuned model beats (or trails) the baseline, and whether the interval excludes zero."
     a, b = table.loc[baseline, "accuracy"], table.loc[finetuned, "accuracy"]
-    word = "beats" if b > a else "does not beat"
+    how = f"beats {baseline} by {100 * (b - a):.1f}" if b > a else f"falls {100 * (a - b):.1f} short of {baseline}" if b < a else f"ties with {baseline}, a difference of 0.0"
     sure = "the 95% interval on the gain excludes zero" if gain["low"] > 0 or gain["high"] < 0 else "the 95% interval on the gain includes zero, so the test set cannot tell them apart"
     others = "; ".join(f"{k}: {v:.1%}" for k, v in table["accuracy"].items() if k not in (finetuned, baseline))
-    return (f"The {finetuned} {word} {baseline} by {100 * (b - a):+.1f} points of accuracy ({b:.1%} vs {a:.1%}, n={int(table.loc[finetuned, 'n'])}; "
+    return (f"The {finetuned} {how} points of accuracy ({b:.1%} vs {a:.1%}, n={int(table.loc[finetuned, 'n'])}; "
             f"interval {100 * gain['low']:+.1f} to {100 * gain['high']:+.1f}); {sure}." + (f" Other systems: {others}." if others else ""))
 
 # %% ../../nbs/04_imdb.ipynb #5537eef1
+# @title `generate`: label new texts with a run's classifier
 def generate(run_dir: Path | str, # a finished classify run
              texts: list[str], # reviews to label
             ) -> list[str]:

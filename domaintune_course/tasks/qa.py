@@ -10,6 +10,7 @@ __all__ = ['PROMPT_STYLE', 'BETTER_INSTRUCTION', 'SYSTEMS', 'COMPARED', 'SCORE',
            'rag_instruction', 'retrieval_instructions', 'compare', 'generate']
 
 # %% ../../nbs/03_domain_qa.ipynb #7fa97394
+# @title The module's imports: data preparation, the QLoRA engine, generation, prompting helpers and metrics it builds on
 import json, shutil
 from dataclasses import replace
 from functools import lru_cache, partial
@@ -42,6 +43,7 @@ def qa_example(record: dict, # a record with `prompt` and `completion`
     return build_example("qa", record, tokenizer, style=PROMPT_STYLE, instruction=instruction)
 
 # %% ../../nbs/03_domain_qa.ipynb #bb770eb7
+# @title The run's fit verdict (lesson 02c's fit_verdict) read from its saved history.json
 def _run_fit(run_dir: Path, vocab_size: int) -> str | None:
     "The run's fit (`metrics.fit_verdict`: a language model that learned nothing scores ln(vocabulary)) from its saved history; None without one."
     hist = Path(run_dir) / "history.json"
@@ -87,6 +89,7 @@ def score_answers(model, tokenizer, # a causal LM (a PeftModel's adapter may be 
                 f1=f1, nll=[s / n for s, n in losses], answers=answers, prompt_tokens=[len(tokenizer(p).input_ids) for p, _ in pairs])
 
 # %% ../../nbs/03_domain_qa.ipynb #f32e7f69
+# @title Summaries and budgets: a system's numbers (perplexity, F1 with its interval, cost per answer), the answer length, the prompt settings
 def _summary(s: dict, seed: int) -> dict:
     "The numbers of a system's scores: perplexity, F1 with its bootstrap interval, and what each answer cost (prompt tokens, seconds)."
     _, low, high = metrics.bootstrap_ci(s["f1"], seed=seed)
@@ -104,6 +107,7 @@ def prompt_settings(run_dir: Path | str, # a finished qa run
     return dict(style=PROMPT_STYLE, max_new_tokens=answer_budget(run_config(run_dir)))
 
 # %% ../../nbs/03_domain_qa.ipynb #f526fdce
+# @title plot_systems: held-out perplexity and token F1 (with its interval) per system, side by side (matplotlib)
 def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, token_f1_high}
                  title: str = "Held-out chronic-care questions", # the figure's title
                 ):
@@ -120,6 +124,7 @@ def plot_systems(table: dict, # system -> {perplexity, token_f1, token_f1_low, t
     return fig
 
 # %% ../../nbs/03_domain_qa.ipynb #29c8b83a
+# @title Scoring plumbing: score one system with the run's budget (kept in the run folder), and pick the records to score
 def _scores(model, tokenizer, cfg: TrainConfig, records, name: str, extra_length: int = 0, run_dir=None, which: str = "",
             instructions: list[str] | None = None, **sampling) -> dict:
     "`score_answers` of one system with the run's budget, kept in `run_dir` for `which` model (`training.kept`); `name` labels its bar."

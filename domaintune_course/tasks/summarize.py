@@ -8,9 +8,10 @@ Docs: https://domaintune-course.github.io/domaintune-course/dialogsum.html.md"""
 __all__ = ['STYLE', 'BETTER_INSTRUCTION', 'SYSTEMS', 'COMPARED', 'SCORE', 'summary_example', 'summary_prompt', 'prepare',
            'prepare_run_data', 'generation_settings', 'compare_summaries', 'results_table', 'best_and_worst',
            'plot_rouge', 'train', 'held_out', 'base_and_finetuned', 'prompt_settings', 'evaluate', 'summary_table',
-           'compare', 'generate', 'DIALOGSUM', 'HUB_NAMES', 'use_hub', 'load_dialogues', 'write_csv']
+           'compare', 'generate']
 
 # %% ../../nbs/05_dialogsum.ipynb #633375af
+# @title The module's imports
 import json, shutil, unicodedata
 from dataclasses import asdict, replace
 from functools import partial
@@ -20,12 +21,9 @@ from ..data import SPLITS, build_example, build_prompt, load_task_data, prepare_
 from ..metrics import ROUGE_TYPES, bootstrap_ci, fit_verdict, paired_bootstrap, plot_loss_curves, rouge_scores
 from ..formats import read_jsonl, write_json
 from ..models import load_permissions, load_tokenizer
-from ..sources import DIALOGSUM, HUB_NAMES, load_dialogues, prepare_hub, use_hub, write_csv
+from ..sources import HUB_NAMES, prepare_hub, write_csv
 from ..prompting import SAMPLED, run_systems, system_instructions
 from ..training import continue_from, kept, run_config, run_file
-
-# %% ../../nbs/05_dialogsum.ipynb #5de5752c
-_all_ = ["DIALOGSUM", "HUB_NAMES", "use_hub", "load_dialogues", "write_csv"]  # from reference/sources, still names of this module
 
 # %% ../../nbs/05_dialogsum.ipynb #003473b4
 STYLE = "instruction" # the classic recipe's layout (blurb, instruction, dialogue, output marker, end marker); "chat" uses the model's template
@@ -45,6 +43,7 @@ def summary_prompt(record: dict, # a record with `dialogue`
     return build_prompt("summarize", record, tokenizer, style)
 
 # %% ../../nbs/05_dialogsum.ipynb #2c21a44a
+# @title `prepare` (clean and split a file, or DialogSum from the hub) and `prepare_run_data` (the run's splits, kept in its directory)
 def prepare(path, # a data file (JSONL, CSV, parquet; DialogSum's summary1..3 kept), `dialogsum` (the hub), or None: the bundled conversations
             out_dir, # where train/validation/test.jsonl, manifest.json and report.json go
             seed: int = 42, # the split seed
@@ -96,6 +95,7 @@ def compare_summaries(base: list[str], # the base model's summaries
                 finetuned={t: f[t] for t in ROUGE_TYPES}, per_example=dict(base=b["per_example"], finetuned=f["per_example"]))
 
 # %% ../../nbs/05_dialogsum.ipynb #72a4b534
+# @title `results_table`: one row per dialogue with both summaries and their ROUGE-L; `best_and_worst` picks the extremes
 def results_table(records: list[dict], # the scored records (id, dialogue, references)
                   base: list[str], # base summaries
                   finetuned: list[str], # fine-tuned summaries
@@ -116,6 +116,7 @@ def best_and_worst(rows: list[dict], k: int = 2) -> dict:
     return dict(best=ranked[::-1][:k], worst=ranked[:k])
 
 # %% ../../nbs/05_dialogsum.ipynb #e36428d7
+# @title `plot_rouge`: bars for both systems and the differences with their intervals
 def plot_rouge(result: dict, # an evaluation from `compare_summaries` or `evaluate`
                title: str = "Base vs fine-tuned on held-out dialogues"):
     "Bars for base and fine-tuned ROUGE, and the differences with their 95% bootstrap intervals."
@@ -133,11 +134,13 @@ def plot_rouge(result: dict, # an evaluation from `compare_summaries` or `evalua
     return fig
 
 # %% ../../nbs/05_dialogsum.ipynb #d194b40b
+# @title `_save_run_config`: write the run's config.json
 def _save_run_config(cfg: TrainConfig, run_dir: Path):
     "Write `config.json` in the layout the run tools use, unless the run already has one."
     if not (run_dir / "config.json").is_file(): write_json(dict(config=asdict(cfg), seed=cfg.seed), run_dir / "config.json")
 
 # %% ../../nbs/05_dialogsum.ipynb #668080b4
+# @title `_run_fit`: the run's fit verdict from its saved loss history
 def _run_fit(run_dir: Path, vocab_size: int | None = None) -> str | None:
     "The run's fit (`fit_verdict`, at chance meaning ln(vocabulary)) from its saved history; None without one. `vocab_size` None: the run's tokenizer's."
     from transformers import AutoTokenizer
@@ -170,6 +173,7 @@ def train(cfg: TrainConfig, # model, strategy, budget; extra["style"] picks the 
     return metrics | dict(fit=_run_fit(run_dir, metrics["vocab_size"]), data_source=source)
 
 # %% ../../nbs/05_dialogsum.ipynb #b14081cd
+# @title `held_out`: the dialogues to score, none of them trained or validated on
 def _key(text: str) -> str:
     "A dialogue reduced for matching: NFKC, lower case, single spaces."
     return " ".join(unicodedata.normalize("NFKC", text).lower().split())
@@ -209,6 +213,7 @@ def _summaries(run_dir: Path, which: str, model, tok, prompts: list[str], gen: d
                                                   progress=f"summaries ({label})", **sampling))
 
 # %% ../../nbs/05_dialogsum.ipynb #25cae769
+# @title `prompt_settings`: the run's prompt style and answer budget
 def prompt_settings(run_dir: Path | str, # a finished summarize run
                    ) -> dict:
     "How the run prompts (`style`) and how long it answers (`max_new_tokens`): what `generate`, the server and export use."
@@ -247,6 +252,7 @@ COMPARED = ("base", "base, few-shot", "base, better instruction", "fine-tuned")
 SCORE = "rougeL"  # the column of `compare`'s table that ranks the systems (higher is better)
 
 # %% ../../nbs/05_dialogsum.ipynb #76108ea0
+# @title `summary_table`: ROUGE-L per system with its interval and cost, and the fine-tuned model's paired gain
 def summary_table(records: list[dict], # the scored dialogues (with `references`)
                   summaries: dict, # system -> its summaries (`Generations` know their seconds)
                   prompt_tokens: dict, # system -> mean prompt tokens
@@ -266,6 +272,7 @@ def summary_table(records: list[dict], # the scored dialogues (with `references`
     return rows
 
 # %% ../../nbs/05_dialogsum.ipynb #36b68fee
+# @title `compare`: the prompted systems and the fine-tuned model on the same dialogues, one model load
 def compare(run_dir: Path, # a trained run directory
             records: list[dict] | None = None, # the held-out dialogues; None: the run's test split (its first `eval_limit`)
             shots: int = 2, # worked examples in the few-shot prompt
@@ -284,6 +291,7 @@ def compare(run_dir: Path, # a trained run directory
     return summary_table(records, out, tokens, gen["seed"]), out
 
 # %% ../../nbs/05_dialogsum.ipynb #4efa9963
+# @title `generate`: summaries of new dialogues with the run's prompt and decoding settings
 def generate(run_dir: Path, # a trained run directory
              texts: list[str], # dialogues, turns separated by newlines
             ) -> list[str]:
