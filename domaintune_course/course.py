@@ -7,9 +7,9 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/course.htm
 # %% auto #0
 __all__ = ['PACKAGE', 'COSTS_FILE', 'PROFILES', 'GPU_PEAKS', 'TASK_DATA', 'LESSON_WORK', 'NOT_COUNTED', 'WEIGHT_BYTES',
            'PASS_OVERHEAD_S', 'STARTUP_S', 'LOAD_S', 'DOWNLOAD_BPS', 'CACHE_BPS', 'CUDA_OVERHEAD_GB', 'LESSON_RUNS',
-           'USED_RUNS', 'META_KEY', 'TITLE', 'record_costs', 'GPU', 'TaskData', 'Work', 'estimate_cost', 'lesson_costs',
-           'lesson_runs_dir', 'run_key', 'lesson_run', 'code_hash', 'outputs_hash', 'module_hashes', 'stale',
-           'collapse_titled', 'execute_lesson', 'refresh_cost_table']
+           'USED_RUNS', 'META_KEY', 'NOT_FOR_READERS', 'TITLE', 'record_costs', 'GPU', 'TaskData', 'Work',
+           'estimate_cost', 'lesson_costs', 'lesson_runs_dir', 'run_key', 'lesson_run', 'code_hash', 'outputs_hash',
+           'module_hashes', 'stale', 'collapse_titled', 'execute_lesson', 'refresh_cost_table']
 
 # %% ../nbs/reference/course.ipynb #67c45beb
 import datetime, hashlib, json, math, os, re, shutil, sys, tempfile, time
@@ -365,6 +365,10 @@ def _last_state(line: str) -> str:
     parts = [p for p in line.split("\r") if p]
     return parts[-1] if parts else ""
 
+# What the kernel that makes the outputs prints and a reader of them could not act on: tqdm's note that ipywidgets is
+# missing there (the outputs keep text progress bars, which GitHub shows; Colab and Kaggle have ipywidgets).
+NOT_FOR_READERS = ("TqdmWarning: IProgress not found", "from .autonotebook import tqdm as notebook_tqdm")
+
 def _tidy(outputs: list) -> list:
     "Outputs as a reader should see them: one block per stream, progress bars at their last state, no widget state."
     out = []
@@ -373,10 +377,12 @@ def _tidy(outputs: list) -> list:
             out[-1]["text"] = "".join(out[-1]["text"]) + "".join(o["text"]); continue
         out.append(o)
     for o in out:
-        if o.get("output_type") == "stream": o["text"] = "\n".join(map(_last_state, "".join(o["text"]).split("\n")))
+        if o.get("output_type") == "stream":
+            lines = [_last_state(l) for l in "".join(o["text"]).split("\n")]
+            o["text"] = "\n".join(l for l in lines if not any(s in l for s in NOT_FOR_READERS))
         for key in ("data", "metadata"):
             if key in o: o[key].pop("application/vnd.jupyter.widget-view+json", None)
-    return out
+    return [o for o in out if o.get("output_type") != "stream" or o["text"].strip()]  # nothing left: no block
 
 # %% ../nbs/reference/course.ipynb #35e4cc4f
 TITLE = re.compile(r"^# ?@title \S", re.M)  # a collapsed cell's one-line summary
