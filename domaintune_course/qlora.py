@@ -13,7 +13,7 @@ __all__ = ['quantization_config', 'load_base', 'load_for_training', 'trainable_r
 import gc, importlib.util, json, math, os, time
 from contextlib import nullcontext
 from functools import partial
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from .config import InputError, TrainConfig, cuda_usable, rehearsal_records
 from .models import lora_targets, load_model, load_tokenizer, load_permissions
@@ -162,7 +162,7 @@ def _ready(model):
 
 def _inference_base(cfg: TrainConfig, tokenizer, quantized: bool):
     "The run's base model for inference: 4-bit NF4 when `quantized`, else in the compute dtype; on the inference device."
-    return _ready(load_base(TrainConfig(**(asdict(cfg) | dict(strategy="qlora" if quantized else "lora"))), tokenizer))
+    return _ready(load_base(replace(cfg, strategy="qlora" if quantized else "lora"), tokenizer))
 
 def _load_full(model_dir: Path, cfg: TrainConfig):
     "A fully fine-tuned model saved in `model_dir`, in the compute dtype, on the inference device."

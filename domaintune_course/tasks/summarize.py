@@ -281,8 +281,8 @@ def compare(run_dir: Path, # a trained run directory
     "`summary_table` of each system on the same dialogues, with one load of the base and the fine-tuned model; and the summaries."
     run_dir, gen = Path(run_dir), run_file(run_dir, "generation")
     records = held_out(run_dir, None, run_config(run_dir).eval_limit)[0] if records is None else records
-    train, tokens = read_jsonl(run_dir / "data" / "train.jsonl"), {}
-    def notes(prompt): return system_instructions("summarize", prompt, records, train, BETTER_INSTRUCTION, shots, gen["seed"])
+    corpus, tokens = read_jsonl(run_dir / "data" / "train.jsonl"), {}  # the training split: few-shot examples come from it only
+    def notes(prompt): return system_instructions("summarize", prompt, records, corpus, BETTER_INSTRUCTION, shots, gen["seed"])
     def summaries(model, tok, name, which, instructions, sampling):
         prompts = [build_prompt("summarize", r, tok, gen["style"], instruction=i) for r, i in zip(records, instructions or [None] * len(records))]
         tokens[name] = sum(len(tok(p).input_ids) for p in prompts) / len(prompts)
