@@ -11,7 +11,7 @@ __all__ = ['inference_device', 'stop_ids', 'end_marker_ids', 'EndsWith', 'stop_k
 # %% ../nbs/reference/generation.ipynb #fb96eb96
 import time
 from .config import cuda_usable
-from .batching import CompletionCollator, encode_prompt, tokenize_example
+from .batching import CompletionCollator, encode_prompt, ensure_pad_token, tokenize_example
 from .data import END_MARKER, cut_at_end
 
 # %% ../nbs/reference/generation.ipynb #cfc3c3ae
@@ -103,7 +103,7 @@ def generate(model, tokenizer, # a causal LM (base, PeftModel or merged) and its
             ) -> Generations:
     "Answers to `prompts` (greedy unless `sampling` says otherwise), in their order, cut at the end marker or eos; batched by length, KV cache on."
     import torch
-    torch.manual_seed(seed)
+    torch.manual_seed(seed); ensure_pad_token(tokenizer)  # a tokenizer as it comes (some have no pad token) pads the batches too
     ids, stop = [encode_prompt(tokenizer, p) for p in prompts], stop_kwargs(tokenizer)
     out, start = Generations([""] * len(ids)), time.perf_counter()
     with _progress_bar(len(ids), progress) as bar:
