@@ -227,6 +227,23 @@ def test_no_lesson_uses_what_a_later_lesson_defines():
     assert len(defined) > 300  # the index was read
 
 
+def test_every_lesson_says_what_it_builds_on():
+    "Each lesson after the first links, after **Assumes:**, every earlier lesson whose names it imports."
+    import ast
+    defined, order = _defined_in(), {p.name: i for i, p in enumerate(LESSONS)}
+    for nb in LESSONS[1:]:
+        used = set()
+        for c in _cells(nb):
+            if c["cell_type"] != "code": continue
+            code = "\n".join(l for l in _src(c).splitlines() if not l.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course"):
+                    used |= {defined.get((node.module, a.name)) for a in node.names} & (set(order) - {nb.name})
+        learn = next(_src(c) for c in _cells(nb) if c["cell_type"] == "markdown" and "## What you will learn" in _src(c))
+        listed = set(re.findall(r"\((\d\d\w*\.ipynb)\)", learn.split("**Assumes:**")[1]))
+        assert used <= listed, f"{nb.name}: its Assumes line does not link {sorted(used - listed)}, whose names it imports"
+
+
 def test_every_lesson_after_the_first_says_which_box_of_the_game_it_opens():
     "The whole game comes first; each later lesson's opening links it and says which part of it the lesson opens."
     assert LESSONS[0].name == "00_whole_game.ipynb"
