@@ -167,7 +167,7 @@ def test_lessons_quick_and_summary(out):
 def _notebook(path: Path, lesson: str) -> Path:
     "A two-cell notebook that asks `course.lesson_run` for the same stand-in run as `lesson`."
     code = ("from pathlib import Path\nfrom domaintune_course.config import TrainConfig\nfrom domaintune_course.course import lesson_run\n"
-            "def stand_in(cfg, run_dir):\n    Path(run_dir).mkdir(parents=True); return dict(global_step=cfg.max_steps)\n"
+            "def stand_in(cfg, run_dir):\n    Path(run_dir).mkdir(parents=True, exist_ok=True); return dict(global_step=cfg.max_steps)\n"
             f"run_dir, metrics = lesson_run(TrainConfig.tiny('qa'), stand_in, {lesson!r})\nassert metrics == dict(global_step=TrainConfig.tiny('qa').max_steps)")
     cells = [dict(cell_type="code", id="c0", metadata={}, execution_count=None, outputs=[], source=code)]
     path.write_text(json.dumps(dict(cells=cells, metadata=dict(kernelspec=dict(name="python3", display_name="python3", language="python")),
