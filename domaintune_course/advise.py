@@ -6,7 +6,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/advise.htm
 
 # %% auto #0
 __all__ = ['total_cost', 'examples_for_power', 'recommend', 'reasons', 'plan_budget', 'qa_systems', 'summarize_systems',
-           'plot_advice', 'write_report']
+           'hallucination_rates', 'plot_advice', 'write_report']
 
 # %% ../nbs/reference/advise.ipynb #63e6bce9
 import math
@@ -149,6 +149,19 @@ def summarize_systems(table: dict, # the first value `tasks.summarize.compare` r
     return {name: dict(scores=rouge_scores(list(s), refs, split_sentences=True)["per_example"]["rougeL"],
                        train_seconds=train_seconds if SYSTEMS[name][0] == "finetuned" else 0.0,
                        seconds_per_answer=s.seconds / max(1, len(s)), prompt_tokens=table[name]["prompt_tokens"]) for name, s in summaries.items()}
+
+# %% ../nbs/reference/advise.ipynb #0b5c550b
+def hallucination_rates(outputs: dict, # system -> its outputs, one per held-out example
+                        sources: list[str] | dict, # what supports each output; a dict gives each system its own
+                        seed: int = 0, # seeds the bootstraps
+                       ) -> dict:
+    "Per system: the share of outputs with an unsupported number or name, and the mean share of unsupported content words, with 95% intervals."
+    from domaintune_course.hallucination import faithfulness
+    out = {}
+    for name, texts in outputs.items():
+        f = faithfulness(list(texts), sources[name] if isinstance(sources, dict) else sources, seed=seed)
+        out[name] = dict(unfaithful=f["unfaithful"], word_share=f["word_share"], n=f["n"])
+    return out
 
 # %% ../nbs/reference/advise.ipynb #21651236
 def plot_advice(result: dict, # what `recommend` returns
