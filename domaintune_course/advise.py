@@ -6,7 +6,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/advise.htm
 
 # %% auto #0
 __all__ = ['total_cost', 'examples_for_power', 'recommend', 'reasons', 'plan_budget', 'qa_systems', 'summarize_systems',
-           'hallucination_rates', 'plot_advice', 'write_report']
+           'classify_systems', 'hallucination_rates', 'plot_advice', 'write_report']
 
 # %% ../nbs/reference/advise.ipynb #63e6bce9
 import math
@@ -149,6 +149,18 @@ def summarize_systems(table: dict, # the first value `tasks.summarize.compare` r
     return {name: dict(scores=rouge_scores(list(s), refs, split_sentences=True)["per_example"]["rougeL"],
                        train_seconds=train_seconds if SYSTEMS[name][0] == "finetuned" else 0.0,
                        seconds_per_answer=s.seconds / max(1, len(s)), prompt_tokens=table[name]["prompt_tokens"]) for name, s in summaries.items()}
+
+# %% ../nbs/reference/advise.ipynb #1c961991
+def classify_systems(labels: list[str], # the true labels of the held-out reviews
+                     probabilities: dict, # system -> P(positive) per review
+                     seconds: dict, # system -> seconds it took to score all of them
+                     train_seconds: dict | None = None, # system -> its training time (TF-IDF's fit, the encoder's fine-tune)
+                    ) -> dict:
+    "`recommend`'s input from classification scores: per-review correctness at 0.5, training time, seconds per review."
+    from domaintune_course.tasks.classify import LABELS
+    train_seconds = train_seconds or {}
+    return {name: dict(scores=[float(LABELS[int(x >= 0.5)] == y) for x, y in zip(p, labels)], train_seconds=float(train_seconds.get(name, 0.0)),
+                       seconds_per_answer=seconds[name] / max(1, len(labels))) for name, p in probabilities.items()}
 
 # %% ../nbs/reference/advise.ipynb #0b5c550b
 def hallucination_rates(outputs: dict, # system -> its outputs, one per held-out example
