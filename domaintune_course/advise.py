@@ -6,7 +6,7 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/advise.htm
 
 # %% auto #0
 __all__ = ['total_cost', 'examples_for_power', 'recommend', 'reasons', 'plan_budget', 'qa_systems', 'calibrate_qa',
-           'summarize_systems', 'classify_systems', 'hallucination_rates', 'plot_advice', 'write_report']
+           'summarize_systems', 'classify_systems', 'hallucination_rates', 'plot_advice', 'write_report', 'advise_qa']
 
 # %% ../nbs/reference/advise.ipynb #63e6bce9
 import math
@@ -228,13 +228,48 @@ def write_report(out_dir: Path | str, # the report folder (a run directory)
     plot_advice(result, metric).savefig(out / "advice.png", dpi=100)
     write_json(dict(result, metric=metric, plan=plan, examples=examples or []), out / "advice.json")
     pts = lambda x: f"{x * 100:.1f}"
+    flagged = all("hallucination" in s for s in result["systems"].values())  # lesson 05b's checks, where the caller ran them
+    halluc = lambda s: f" {pts(s['hallucination']['unfaithful']['rate'])}% [{pts(s['hallucination']['unfaithful']['low'])}, {pts(s['hallucination']['unfaithful']['high'])}] |" if flagged else ""
     rows = [f"| {k} | {pts(s['mean'])} [{pts(s['low'])}, {pts(s['high'])}] | {s['cost_seconds'] / 60:.1f} | "
             f"{pts(s['best_minus_it']['delta'])} [{pts(s['best_minus_it']['low'])}, {pts(s['best_minus_it']['high'])}] | "
-            f"{'yes' if s['not_worse'] else 'no'}{' (recommended)' if k == result['recommended'] else ''} |" for k, s in result["systems"].items()]
+            f"{'yes' if s['not_worse'] else 'no'}{' (recommended)' if k == result['recommended'] else ''} |{halluc(s)}" for k, s in result["systems"].items()]
     text = [f"# Should I fine-tune? Advice on {result['n']} held-out examples", "", result["reasons"], "",
-            f"| system | {metric} (95% interval) | cost, minutes | best minus it (95% interval) | within {pts(result['margin'])} points of the best |",
-            "|---|---|---|---|---|", *rows, "", "![each system's score against its cost](advice.png)", ""]
+            f"| system | {metric} (95% interval) | cost, minutes | best minus it (95% interval) | within {pts(result['margin'])} points of the best |"
+            + (" with an unsupported number or name (95% interval) |" if flagged else ""), "|---|---|---|---|---|" + ("---|" if flagged else ""),
+            *rows, "", "![each system's score against its cost](advice.png)", ""]
     if plan: text += [f"**Budget:** {plan['why']}.", ""]
     for i, x in enumerate(examples or [], 1):
         text += [f"## Example {i}", ""] + [f"**{k}:** {v}" + "  " for k, v in x.items()] + [""]
     return atomic_write_text(out / "advice.md", "\n".join(text))
+
+# %% ../nbs/reference/advise.ipynb #40257f1f
+def advise_qa(path: str | Path, # the user's Q&A file (any layout `prepare` reads)
+              out_dir: str | Path, # the report folder
+              cfg=None, # the configuration to fine-tune with (default: this machine's profile, `make_config("qa")`)
+              minutes: float | None = None, # a budget for the whole job; None: the configuration's own steps and held-out size
+              answers: int = 1000, margin: float = 0.02, # the rule's answer volume and margin
+              show: int = 3, # side-by-side examples in the report
+             ) -> dict:
+    "Should this Q&A file be fine-tuned? Every system on the same held-out questions, the rule's recommendation, and a report in `out_dir`."
+    from dataclasses import replace
+    from domaintune_course.config import make_config
+    from domaintune_course.formats import read_jsonl
+    from domaintune_course.tasks import qa
+    out, systems = Path(out_dir), tuple(k for k, (_, _, sampling) in qa.SYSTEMS.items() if sampling is None)
+    cfg = replace(cfg or make_config("qa"), data=str(path))
+    plan = None
+    if minutes:
+        calib = calibrate_qa(cfg, out / "calibration")
+        held = len(read_jsonl(out / "calibration" / "data" / "test.jsonl"))
+        plan = plan_budget(minutes, **calib, systems=len(systems), available=held, max_steps=cfg.max_steps if cfg.max_steps > 0 else 10**9)
+        cfg = replace(cfg, max_steps=plan["steps"], eval_limit=plan["examples"])
+    trained = qa.train(cfg, out / "run")
+    _, raw = qa.compare(out / "run", systems=systems)
+    n = len(raw[systems[0]]["f1"])
+    recs = read_jsonl(out / "run" / "data" / "test.jsonl")[:n]
+    result = recommend(qa_systems(raw, trained["wall_time_s"]), answers, margin, cfg.seed)
+    rates = hallucination_rates({s: list(raw[s]["answers"]) for s in systems}, [f"{r['prompt']} {r['completion']}" for r in recs])
+    for s in systems: result["systems"][s]["hallucination"] = rates[s]
+    shown = [dict(question=r["prompt"], reference=r["completion"], **{s: raw[s]["answers"][i] for s in systems}) for i, r in enumerate(recs[:show])]
+    write_report(out, result, "token F1", plan, shown)
+    return result
