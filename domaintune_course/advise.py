@@ -115,7 +115,7 @@ def plan_budget(minutes: float, # what the user allows (the job must end within 
     per_example = answer_seconds * systems
     floor = min(min_examples, available)
     need = fixed_seconds + min_steps * step_seconds + floor * per_example
-    if budget < min_steps * step_seconds + floor * per_example:
+    if minutes * 60 < need:
         raise InputError(f"--minutes {minutes:g} is too short here: {min_steps} training steps and {floor} held-out examples "
                          f"for {systems} systems take about {need / 60:.1f} minutes on this machine. Fix: --minutes {math.ceil(need / 60)} or more.")
     examples = int(min(available, target_examples, max(floor, (budget - min_steps * step_seconds) // per_example)))
@@ -144,17 +144,12 @@ def calibrate_qa(cfg, # the Q&A configuration advise will train (its model, data
     "Seconds per training step, per answer, and the fixed seconds of a run, measured on this machine for `cfg`."
     import time
     from dataclasses import replace
-    from domaintune_course.data import build_prompt
     from domaintune_course.formats import read_jsonl
-    from domaintune_course.generation import generate
-    from domaintune_course.qlora import load_finetuned
     from domaintune_course.tasks import qa
     start = time.perf_counter()
     trained = qa.train(replace(cfg, max_steps=steps, eval_steps=steps), work_dir)
     elapsed = time.perf_counter() - start
-    model, tok = load_finetuned(work_dir)
-    recs = read_jsonl(Path(work_dir) / "data" / "test.jsonl")[:2]
-    answers = generate(model, tok, [build_prompt("qa", r, tok, style=qa.PROMPT_STYLE) for r in recs], qa.answer_budget(cfg), progress=False)
+    answers = qa.generate(work_dir, [r["prompt"] for r in read_jsonl(Path(work_dir) / "data" / "test.jsonl")[:2]])  # timed by generation
     return dict(step_seconds=round(trained["wall_time_s"] / trained["global_step"], 3), answer_seconds=round(answers.seconds / len(answers), 3),
                 fixed_seconds=round(elapsed - trained["wall_time_s"], 1))
 
@@ -264,9 +259,8 @@ def advise_qa(path: str | Path, # the user's Q&A file (any layout `prepare` read
         plan = plan_budget(minutes, **calib, systems=len(systems), available=held, max_steps=cfg.max_steps if cfg.max_steps > 0 else 10**9)
         cfg = replace(cfg, max_steps=plan["steps"], eval_limit=plan["examples"])
     trained = qa.train(cfg, out / "run")
-    _, raw = qa.compare(out / "run", systems=systems)
-    n = len(raw[systems[0]]["f1"])
-    recs = read_jsonl(out / "run" / "data" / "test.jsonl")[:n]
+    recs = read_jsonl(out / "run" / "data" / "test.jsonl")[:cfg.eval_limit]  # the held-out questions every system answers
+    _, raw = qa.compare(out / "run", records=recs, systems=systems)
     result = recommend(qa_systems(raw, trained["wall_time_s"]), answers, margin, cfg.seed)
     rates = hallucination_rates({s: list(raw[s]["answers"]) for s in systems}, [f"{r['prompt']} {r['completion']}" for r in recs])
     for s in systems: result["systems"][s]["hallucination"] = rates[s]

@@ -141,7 +141,7 @@ def test_every_solutions_notebook_belongs_to_a_lesson():
 # ---- the library out of view --------------------------------------------------------------------------------------------
 
 MAX_SHOWN_EXPORT_LINES = 150
-TITLE = re.compile(r"^# ?@title \S", re.M)
+from domaintune_course.course import TITLE  # the one-line summary a collapsed cell shows (make outputs collapses by it)
 
 
 def _directives(src: str) -> set:
@@ -177,17 +177,13 @@ def test_collapsed_cells_say_what_they_hold():
 
 def test_shown_cells_use_public_names_and_hidden_cells_change_nothing():
     "No lesson cell imports a private name or carries an `_all_` list; a `#| hide` cell only rebuilds the package or cleans up."
-    import ast
     for nb in LESSONS:
+        private = [f"{m}.{n}" for m, n in _package_imports(nb) if n.startswith("_")]
+        assert not private, f"{nb.name}: imports private names {private}"
         for c in _cells(nb):
             if c["cell_type"] != "code": continue
             src = _src(c)
             assert not re.search(r"^_all_\s*=", src, re.M), f"{nb.name}: an `_all_` list: import the names where they are defined"
-            code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!")))
-            for node in ast.walk(ast.parse(code)):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course"):
-                    private = [a.name for a in node.names if a.name.startswith("_")]
-                    assert not private, f"{nb.name}: imports private names {private} from {node.module}"
             if "hide" in _directives(src):
                 body = [l for l in src.splitlines() if l.strip() and not l.startswith("#|")]
                 rebuild, cleanup = "nbdev_export()" in src, all("rmtree" in l or l.startswith("import shutil") for l in body)
@@ -206,39 +202,35 @@ def _defined_in() -> dict:
     return found
 
 
+def _package_imports(nb: Path) -> list[tuple[str, str]]:
+    "(module, name) of every `from domaintune_course... import name` in the notebook's code cells (magics left out)."
+    import ast
+    found = []
+    for c in _cells(nb):
+        if c["cell_type"] != "code": continue
+        code = "\n".join(l for l in _src(c).splitlines() if not l.lstrip().startswith(("%", "!")))
+        found += [(node.module, a.name) for node in ast.walk(ast.parse(code))
+                  if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course") for a in node.names]
+    return found
+
+
 def test_no_lesson_uses_what_a_later_lesson_defines():
     "After the whole game (the first lesson), a lesson imports only what it, an earlier lesson or a reference notebook defines."
-    import ast
     defined, order = _defined_in(), {p.name: i for i, p in enumerate(LESSONS)}
     later = []
     for nb in LESSONS[1:]:
-        for c in _cells(nb):
-            if c["cell_type"] != "code": continue
-            code = "\n".join(l for l in _src(c).splitlines() if not l.lstrip().startswith(("%", "!")))
-            for node in ast.walk(ast.parse(code)):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course"):
-                    for a in node.names:
-                        src = defined.get((node.module, a.name)) if a.name != "*" else None
-                        if src in order and order[src] > order[nb.name]: later.append(f"{nb.name}: {node.module}.{a.name} (defined in {src})")
-                        if a.name == "*":  # a star import takes the module's whole notebook
-                            srcs = {v for (m, _), v in defined.items() if m == node.module and v in order}
-                            later += [f"{nb.name}: {node.module}.* (defined in {s})" for s in srcs if order[s] > order[nb.name]]
+        for mod, name in _package_imports(nb):  # a star import takes the module's whole notebook
+            srcs = {v for (m, _), v in defined.items() if m == mod} if name == "*" else {defined.get((mod, name))}
+            later += [f"{nb.name}: {mod}.{name} (defined in {s})" for s in srcs if s in order and order[s] > order[nb.name]]
     assert not later, "forward references:\n" + "\n".join(later)
     assert len(defined) > 300  # the index was read
 
 
 def test_every_lesson_says_what_it_builds_on():
     "Each lesson after the first links, after **Assumes:**, every earlier lesson whose names it imports."
-    import ast
     defined, order = _defined_in(), {p.name: i for i, p in enumerate(LESSONS)}
     for nb in LESSONS[1:]:
-        used = set()
-        for c in _cells(nb):
-            if c["cell_type"] != "code": continue
-            code = "\n".join(l for l in _src(c).splitlines() if not l.lstrip().startswith(("%", "!")))
-            for node in ast.walk(ast.parse(code)):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("domaintune_course"):
-                    used |= {defined.get((node.module, a.name)) for a in node.names} & (set(order) - {nb.name})
+        used = {defined.get(imp) for imp in _package_imports(nb)} & (set(order) - {nb.name})
         learn = next(_src(c) for c in _cells(nb) if c["cell_type"] == "markdown" and "## What you will learn" in _src(c))
         listed = set(re.findall(r"\((\d\d\w*\.ipynb)\)", learn.split("**Assumes:**")[1]))
         assert used <= listed, f"{nb.name}: its Assumes line does not link {sorted(used - listed)}, whose names it imports"
