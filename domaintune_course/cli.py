@@ -8,10 +8,10 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/cli.html.m
 __all__ = ['FOLDER_DATA', 'HUB_DATA', 'PICKLE', 'TaskUnavailable', 'task_module', 'check_file', 'check_model', 'train_config',
            'execute', 'detach', 'cmd_env', 'cmd_prepare', 'check_data', 'cmd_train', 'cmd_evaluate', 'cmd_generate',
            'format_runs', 'cmd_runs', 'show_run', 'cancel_run', 'format_comparison', 'demo_budget', 'cmd_demo',
-           'cmd_serve', 'cmd_export', 'build_parser', 'main']
+           'cmd_serve', 'cmd_export', 'cmd_advise', 'build_parser', 'main']
 
 # %% ../nbs/reference/cli.ipynb #b38266a8
-import argparse, importlib, inspect, json, os, subprocess, sys, tempfile, time, traceback
+import argparse, importlib, inspect, json, os, shutil, subprocess, sys, tempfile, time, traceback
 from dataclasses import asdict
 from pathlib import Path
 from .config import InputError, TASKS, TrainConfig, make_config
@@ -384,6 +384,62 @@ def _train_parser(sub):
     p.add_argument("--attach", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
+# %% ../nbs/reference/cli.ipynb #c1a0ad01
+def _advise_job(args) -> tuple[Path, TrainConfig, bool]:
+    "The advise job's folder and configuration: a new one (the file and model checked first), or the one --resume names."
+    if args.resume:
+        if not args.out: raise InputError("--resume: name the job to resume with --out NAME (see `domaintune runs list`).")
+        d = jobs.find_run(args.out, args.runs_dir)
+        saved, st = read_json(d / "config.json", default={}), jobs.read_status(d)
+        if "advise" not in saved.get("config", {}).get("extra", {}):
+            raise InputError(f"{d.name}: not an advise job; resume a training run with `domaintune train --resume {d.name}`.")
+        if st["status"] == "running": raise InputError(f"{d.name} is still running (pid {st.get('pid')}); cancel it first with `domaintune runs cancel {d.name}`.")
+        cfg = run_config(d, trained=False)
+        if args.data and jobs.fingerprint(check_file(args.data, "DATA", cfg.task)) != saved.get("data_fingerprint"):
+            raise InputError(f"{args.data}: not the file {d.name} advised on ({cfg.data or 'the bundled set'}). Fix: drop DATA, or start a new job with another --out.")
+        if args.minutes is not None and args.minutes != cfg.extra["advise"]["minutes"]:
+            raise InputError(f"--minutes {args.minutes:g}: {d.name} was planned for {cfg.extra['advise']['minutes']} minutes. Fix: drop --minutes, or start a new job with another --out.")
+        return d, cfg, False
+    if not args.task: raise InputError("advise: --task is required (qa, summarize or classify).")
+    if not args.data: raise InputError("advise: give the data file to advise on (DATA), e.g. `domaintune advise my_questions.jsonl --task qa`.")
+    if args.minutes is not None and args.minutes <= 0: raise InputError(f"--minutes {args.minutes:g}: give a positive number of minutes.")
+    if args.answers < 1 or not 0 <= args.margin < 100: raise InputError(f"--answers {args.answers}, --margin {args.margin:g}: give at least 1 answer and a margin from 0 to 100 points.")
+    over = {k: v for k, v in dict(model=args.model, max_steps=args.max_steps, eval_limit=args.limit).items() if v is not None}
+    cfg = make_config(args.task, args.profile, data=check_file(args.data, "DATA", args.task), **over)
+    check_model(cfg.model); check_data(cfg)
+    cfg.extra["advise"] = dict(minutes=args.minutes)
+    d = jobs.create_run(cfg, args.out or f"advise-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}", args.runs_dir)
+    jobs.save_config(d, cfg)
+    return d, cfg, True
+
+def cmd_advise(args) -> int:
+    "Should I fine-tune? Every system of the task on the file's held-out examples, their costs, a recommendation and a report (a run folder)."
+    from domaintune_course.advise import advise
+    d, cfg, new = _advise_job(args)
+    print(f"Advising on {cfg.data or 'the bundled ' + cfg.task + ' set'} ({cfg.task}, {cfg.model}, profile {cfg.profile}) in {d}", flush=True)
+    try:
+        with jobs.track(d): result = advise(cfg.data, cfg.task, d, cfg, cfg.extra["advise"]["minutes"], args.answers, args.margin / 100, log=lambda s: print(s, flush=True))
+    except InputError:
+        if new and not (d / "run").exists(): shutil.rmtree(d, ignore_errors=True)  # stopped before training: nothing worth keeping
+        raise
+    if result.get("cancelled"): print(f"{d.name}: cancelled; continue it with `domaintune advise --out {d.name} --resume`."); return 0
+    return 0
+
+def _advise_parser(sub):
+    "The `advise` subcommand's options."
+    p = sub.add_parser("advise", help="should I fine-tune? every system on the file's held-out examples, costs, a recommendation and a report")
+    p.add_argument("data", metavar="DATA", nargs="?", help="the data file (any layout `prepare` reads)")
+    p.add_argument("--task", choices=TASKS, help="qa, summarize or classify")
+    p.add_argument("--minutes", type=float, help="a budget for the whole job, which ends within 1.2 x it (default: the profile's full budget)")
+    p.add_argument("--answers", type=int, default=1000, help="answers you expect to ask for: weighs training time against answer time (default 1000)")
+    p.add_argument("--margin", type=float, default=2.0, help="points of the metric a cheaper system may trail the best by (default 2)")
+    p.add_argument("--limit", type=int, help="held-out examples to answer, without --minutes (default: the profile's eval_limit)")
+    _budget_options(p)
+    p.add_argument("--out", help="the report folder, a run name inside the runs directory (default: advise-<task>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted job --out names, without redoing finished stages")
+    p.set_defaults(func=cmd_advise)
+
+
 # %% ../nbs/reference/cli.ipynb #072b1aef
 def build_parser() -> argparse.ArgumentParser:
     "The `domaintune` argument parser."
@@ -407,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("demo", help="the main job: fine-tune the Q&A model on the bundled data and compare with the base model")
     p.add_argument("--out", help="runs directory for the demo run"); _budget_options(p); p.set_defaults(func=cmd_demo)
-    _serve_parser(sub); _export_parser(sub)
+    _serve_parser(sub); _export_parser(sub); _advise_parser(sub)
     return ap
 
 # %% ../nbs/reference/cli.ipynb #2e3ad805
