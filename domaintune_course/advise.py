@@ -116,7 +116,7 @@ def plan_budget(minutes: float, # what the user allows (the job must end within 
     "Training steps and held-out examples that fit `minutes`, with the estimate and why; InputError when they cannot."
     budget = minutes * 60 - fixed_seconds
     per_example = answer_seconds * systems
-    floor = min(min_examples, available)
+    floor, min_steps = min(min_examples, available), min(min_steps, max_steps)
     need = fixed_seconds + min_steps * step_seconds + floor * per_example
     if minutes * 60 < need:
         raise InputError(f"--minutes {minutes:g} is too short here: {min_steps} training steps and {floor} held-out examples "
@@ -170,10 +170,18 @@ def full_steps(cfg, # the configuration advise will train
     if cfg.max_steps > 0: return cfg.max_steps
     return max(1, math.ceil(train_records / (cfg.batch_size * max(1, cfg.grad_accum)))) * max(1, math.ceil(cfg.epochs))
 
+def _step_clock():
+    "A `TrainerCallback` that notes the time at the end of every optimizer step (before any evaluation that follows it)."
+    from transformers import TrainerCallback
+    class StepClock(TrainerCallback):
+        def __init__(self): self.times = []
+        def on_step_end(self, args, state, control, **kw): self.times.append(time.perf_counter())
+    return StepClock()
+
 def calibrate(task: str, # qa | summarize | classify
               cfg, # the configuration advise will train (its model, data and batch shape)
-              work_dir: Path | str, # a scratch folder for the two-step run
-              steps: int = 2, # training steps to time
+              work_dir: Path | str, # a scratch folder for the short run
+              steps: int = 3, # training steps to run: the first warms up, the others are timed
              ) -> dict:
     "Seconds per training step, per answer of one system, per validation example evaluated and the fixed seconds of a run on this machine for `cfg`; the split sizes."
     import time
@@ -182,8 +190,10 @@ def calibrate(task: str, # qa | summarize | classify
     mod, work = _task(task), Path(work_dir)
     start = time.perf_counter()
     short = replace(cfg, max_steps=steps, eval_steps=steps, eval_limit=min(cfg.eval_limit, 16), extra=cfg.extra | dict(checkpoints=False))
-    train_s, done = _trained(mod.train(short, work))
-    elapsed = time.perf_counter() - start
+    clock = _step_clock()
+    train_s, done = _trained(mod.train(short, work, callbacks=[clock]))
+    elapsed, t = time.perf_counter() - start, clock.times
+    step = (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else train_s / max(1, done)  # the first step's warm-up is a fixed cost
     evals = [h for h in read_json(work / "history.json", default=[]) if "eval_runtime" in h] if (work / "history.json").is_file() else []
     eval_s = sum(h["eval_runtime"] for h in evals)  # the evaluation inside training, timed apart from the steps
     eval_n = sum(h["eval_runtime"] * h.get("eval_samples_per_second", 0) for h in evals)
@@ -193,8 +203,8 @@ def calibrate(task: str, # qa | summarize | classify
     if task == "classify":  # its prompted systems read the reviews with the profile's causal model, two passes (zero- and few-shot)
         t = time.perf_counter(); prompted_scores(texts, causal_model(cfg)); answer = (answer + 2 * (time.perf_counter() - t)) / 3
     sizes = {k: len(read_jsonl(work / "data" / f"{k}.jsonl")) for k in ("train", "validation", "test")}
-    return dict(step_seconds=round((train_s - eval_s) / max(1, done), 3), answer_seconds=round(answer / len(texts), 3),
-                fixed_seconds=round(elapsed - train_s, 1), eval_seconds_per_example=round(eval_s / eval_n, 4) if eval_n else 0.0, sizes=sizes)
+    return dict(step_seconds=round(step, 3), answer_seconds=round(answer / len(texts), 3),
+                fixed_seconds=round(elapsed - step * done - eval_s, 1), eval_seconds_per_example=round(eval_s / eval_n, 4) if eval_n else 0.0, sizes=sizes)
 
 def causal_model(cfg) -> str:
     "The causal model a classify job prompts: `extra['causal_model']`, else the profile's Q&A model (lesson 04's zero-shot system)."
@@ -241,7 +251,7 @@ def shot_instruction(shots: list[dict], # worked examples from the training spli
     return f"{head}\n\nExamples:\n\n{shown}\n\nNow the review to classify."
 
 def prompted_scores(texts: list[str], # reviews
-                    model_name: str, # a causal LM (registry name, directory or hub id)
+                    model_name: str | tuple, # a causal LM (registry name, directory or hub id), or (tokenizer, model) loaded
                     shots: list[dict] | None = None, # worked examples (few-shot); None: zero-shot
                     max_length: int = 384, # review tokens kept (head+tail) in the prompt
                     batch_size: int = 8, # prompts per forward pass
@@ -253,7 +263,7 @@ def prompted_scores(texts: list[str], # reviews
     from domaintune_course.generation import inference_device
     from domaintune_course.models import load_model, load_tokenizer
     from domaintune_course.tasks.classify import LABELS, _length_batches, _next_token_logprobs, clip_text
-    tok, lm = load_tokenizer(model_name), load_model(model_name).to(inference_device()).eval()
+    tok, lm = model_name if isinstance(model_name, tuple) else (load_tokenizer(model_name), load_model(model_name).to(inference_device()).eval())
     words = {l: sorted({tok.encode(w, add_special_tokens=False)[0] for w in (l, l.capitalize())}) for l in LABELS}
     note = shot_instruction(shots, tok) if shots else None
     prompts = [build_prompt("classify", dict(text=clip_text(t, tok, max_length)), tok, style="auto", labels=list(LABELS), instruction=note) for t in texts]
@@ -276,29 +286,32 @@ def classify_scores(run_dir: Path | str, # a finished classify run (its data spl
                     train_seconds: float = 0.0, # the encoder's training time
                     shots: int = 1, # worked examples per label in the few-shot prompt
                    ) -> dict:
-    "Each classify system's P(positive) per review, its seconds and its training seconds, on the same reviews."
+    "Each classify system's P(positive) per review, its seconds scoring them (models loaded first) and its training seconds, on the same reviews."
     import random, time
+    from functools import cache
     from domaintune_course.data import read_splits
+    from domaintune_course.generation import inference_device
+    from domaintune_course.models import load_model, load_tokenizer
     from domaintune_course.training import run_file
     from domaintune_course.tasks import classify
     run_dir, done = Path(run_dir), dict(done or {})
     info, splits = run_file(run_dir, "classify"), read_splits(Path(run_dir) / "data", "classify")
     texts, rng = [r["text"] for r in records], random.Random(info["seed"])
     picks = [x for l in classify.LABELS for x in rng.sample([r for r in splits["train"] if r["label"] == l], shots)]  # training split only
+    lm = cache(lambda: (load_tokenizer(causal), load_model(causal).to(inference_device()).eval()))  # loaded once, for both prompts
     def tfidf():
-        t = time.perf_counter(); pipe = classify.tfidf_baseline(splits["train"], splits["validation"], info["seed"]); fit = time.perf_counter() - t
-        return list(classify.tfidf_scores(pipe, texts)), fit
+        t = time.perf_counter(); pipe = classify.tfidf_baseline(splits["train"], splits["validation"], info["seed"])
+        return (lambda: classify.tfidf_scores(pipe, texts)), time.perf_counter() - t
     def encoder():
         model, tok = classify.load_classifier(run_dir)
-        p = classify.predict_proba(model, tok, texts, info["max_length"], info["truncation"], precision=info.get("precision", "fp32"))
-        return list(p), train_seconds
-    make = {"tf-idf + logistic regression": tfidf, "zero-shot prompting": lambda: (prompted_scores(texts, causal), 0.0),
-            "few-shot prompting": lambda: (prompted_scores(texts, causal, picks), 0.0), "fine-tuned encoder": encoder}
+        return (lambda: classify.predict_proba(model, tok, texts, info["max_length"], info["truncation"], precision=info.get("precision", "fp32"))), train_seconds
+    make = {"tf-idf + logistic regression": tfidf, "zero-shot prompting": lambda: ((lambda: prompted_scores(texts, lm())), 0.0),
+            "few-shot prompting": lambda: ((lambda: prompted_scores(texts, lm(), picks)), 0.0), "fine-tuned encoder": encoder}
     for name in CLASSIFY_SYSTEMS:
         if name in done: continue
-        t = time.perf_counter(); p, train_s = make[name]()
-        done[name] = dict(probabilities=[round(float(x), 5) for x in p], seconds=round(time.perf_counter() - t - (train_s if name.startswith("tf") else 0), 3),
-                          train_seconds=round(float(train_s), 1))
+        score, train_s = make[name](); lm() if "prompting" in name else None  # training and loading are not answering
+        t = time.perf_counter(); p = score()
+        done[name] = dict(probabilities=[round(float(x), 5) for x in p], seconds=round(time.perf_counter() - t, 3), train_seconds=round(float(train_s), 1))
         if save: save(done)
     return done
 
@@ -467,6 +480,7 @@ def advise(path: str | Path | None, # the user's file (any layout `prepare` read
            minutes: float | None = None, # a budget for the whole job (it ends within 1.2 x this); None: the configuration's own
            answers: int = 1000, margin: float = 0.02, # the rule's answer volume and margin (0.02: 2 points of a 0..1 metric)
            show: int = 3, # side-by-side examples in the report
+           limit: int | None = None, # at most this many held-out examples (default: the configuration's `eval_limit`)
            log=print, # where progress lines go
           ) -> dict:
     "Should this file be fine-tuned? Every system of `task` on the same held-out examples, the rule's recommendation, a report in `out_dir`."
@@ -484,15 +498,16 @@ def advise(path: str | Path | None, # the user's file (any layout `prepare` read
     out.mkdir(parents=True, exist_ok=True); prog = Progress(out, log)
     if (out / "calibration.json").is_file(): calib = read_json(out / "calibration.json")
     else:
-        prog(1, f"calibrating {cfg.model}: two training steps and two answers, to time this machine")
+        prog(1, f"calibrating {cfg.model}: three training steps and two answers, to time this machine")
         calib = calibrate(task, cfg, out / "calibration") | dict(elapsed_seconds=round(time.perf_counter() - prog.t0, 1))
         shutil.rmtree(out / "calibration", ignore_errors=True); write_json(calib, out / "calibration.json")
-    full, plan = full_steps(cfg, calib["sizes"]["train"]), None
+    full, plan, limit = full_steps(cfg, calib["sizes"]["train"]), None, limit or cfg.eval_limit  # the profile's held-out size, unless told
     if minutes:  # what is fixed: calibrating, loading and saving twice, and two evaluations on the validation split
         fixed = calib["elapsed_seconds"] + 2 * calib["fixed_seconds"] + 2 * calib["eval_seconds_per_example"] * min(calib["sizes"]["validation"], 200)
-        plan = plan_budget(minutes, calib["step_seconds"], calib["answer_seconds"], len(names), fixed, available=calib["sizes"]["test"], max_steps=full)
+        plan = plan_budget(minutes, calib["step_seconds"], calib["answer_seconds"], len(names), fixed,
+                           available=min(calib["sizes"]["test"], limit), max_steps=full, target_examples=limit)
         cfg = replace(cfg, max_steps=plan["steps"], eval_limit=plan["examples"], eval_steps=max(1, math.ceil(plan["steps"] / 2)))
-    steps, examples, run = cfg.max_steps if cfg.max_steps > 0 else full, min(cfg.eval_limit, calib["sizes"]["test"]), out / "run"
+    steps, examples, run = cfg.max_steps if cfg.max_steps > 0 else full, min(limit, cfg.eval_limit, calib["sizes"]["test"]), out / "run"
     if (run / "train.json").is_file(): trained = read_json(run / "train.json")
     else:
         prog(2, f"fine-tuning {cfg.model}: {steps} steps on {calib['sizes']['train']} training examples", _estimate(calib, steps, examples, len(names), "train"))

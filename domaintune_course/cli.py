@@ -407,7 +407,7 @@ def _advise_job(args) -> tuple[Path, TrainConfig, bool]:
     over = {k: v for k, v in dict(model=args.model, max_steps=args.max_steps, eval_limit=args.limit).items() if v is not None}
     cfg = make_config(args.task, args.profile, data=check_file(args.data, "DATA", args.task), **over)
     check_model(cfg.model); check_data(cfg)
-    cfg.extra["advise"] = dict(minutes=args.minutes)
+    cfg.extra["advise"] = dict(minutes=args.minutes, limit=args.limit)  # what a resumed job must keep
     d = jobs.create_run(cfg, args.out or f"advise-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}", args.runs_dir)
     jobs.save_config(d, cfg)
     return d, cfg, True
@@ -418,7 +418,9 @@ def cmd_advise(args) -> int:
     d, cfg, new = _advise_job(args)
     print(f"Advising on {cfg.data or 'the bundled ' + cfg.task + ' set'} ({cfg.task}, {cfg.model}, profile {cfg.profile}) in {d}", flush=True)
     try:
-        with jobs.track(d): result = advise(cfg.data, cfg.task, d, cfg, cfg.extra["advise"]["minutes"], args.answers, args.margin / 100, log=lambda s: print(s, flush=True))
+        with jobs.track(d):
+            job = cfg.extra["advise"]
+            result = advise(cfg.data, cfg.task, d, cfg, job["minutes"], args.answers, args.margin / 100, limit=job.get("limit"), log=lambda s: print(s, flush=True))
     except InputError:
         if new and not (d / "run").exists(): shutil.rmtree(d, ignore_errors=True)  # stopped before training: nothing worth keeping
         raise

@@ -113,6 +113,7 @@ LESSON_WORK = {  # every lesson in nbs/, in course order (tests/test_colab.py ch
                 Work("qa", train=2, answers=8, scored=8, examples=12, loads=6)),  # two releases, 4 evaluations of 12
     "06b_serve": (Work("qa", steps=4, answers=1, examples=26, one_by_one=True, loads=4),),  # --max-steps 4, 26 requests
     "06c_export": (Work("qa", steps=10, answers=2, examples=1, loads=4),),  # --max-steps 10, merged and checked
+    "07_should_i_finetune": (),  # one advise job bounded by --minutes 3, which sizes its own work to the machine: its measured time
 }
 NOT_COUNTED = {"06c_export": "GGUF export on the CPU"}  # a lesson's sizeable work the estimate leaves out
 

@@ -101,10 +101,10 @@ def _task_of(argv: list[str], cmds: list[list[str]]) -> str | None:
 
 
 def data_files(cmds: list[list[str]]) -> dict[str, str]:
-    "{data file named in the commands: its task}: `prepare FILE --task T`, `train --task T --data FILE`, `evaluate --run R --data FILE`."
+    "{data file named in the commands: its task}: `prepare FILE --task T`, `advise FILE --task T`, `train --task T --data FILE`, `evaluate --run R --data FILE`."
     files = {}
     for c in cmds:
-        name = c[2] if c[1] == "prepare" else (c[c.index("--data") + 1] if "--data" in c else None)
+        name = c[2] if c[1] in ("prepare", "advise") and len(c) > 2 and not c[2].startswith("-") else (c[c.index("--data") + 1] if "--data" in c else None)
         if name is not None: files[name] = _task_of(c, cmds)
     return files
 
