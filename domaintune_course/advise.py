@@ -197,14 +197,23 @@ def calibrate(task: str, # qa | summarize | classify
     evals = [h for h in read_json(work / "history.json", default=[]) if "eval_runtime" in h] if (work / "history.json").is_file() else []
     eval_s = sum(h["eval_runtime"] for h in evals)  # the evaluation inside training, timed apart from the steps
     eval_n = sum(h["eval_runtime"] * h.get("eval_samples_per_second", 0) for h in evals)
-    texts = [r[INPUT[task]] for r in held_out(task, work, 2, cfg.seed)]
-    t = time.perf_counter(); out = mod.generate(work, texts)
-    answer = getattr(out, "seconds", 0.0) or time.perf_counter() - t  # the causal tasks time generation; classify times the whole call
-    if task == "classify":  # its prompted systems read the reviews with the profile's causal model, two passes (zero- and few-shot)
-        t = time.perf_counter(); prompted_scores(texts, causal_model(cfg)); answer = (answer + 2 * (time.perf_counter() - t)) / 3
+    texts = [r[INPUT[task]] for r in held_out(task, work, 2 if task != "classify" else 8, cfg.seed)]
+    if task == "classify": answer = _classify_seconds(work, texts, causal_model(cfg))  # models loaded first: loading is a fixed cost
+    else: answer = mod.generate(work, texts).seconds  # `Generations` time the generation alone
     sizes = {k: len(read_jsonl(work / "data" / f"{k}.jsonl")) for k in ("train", "validation", "test")}
     return dict(step_seconds=round(step, 3), answer_seconds=round(answer / len(texts), 3),
                 fixed_seconds=round(elapsed - step * done - eval_s, 1), eval_seconds_per_example=round(eval_s / eval_n, 4) if eval_n else 0.0, sizes=sizes)
+
+def _classify_seconds(run_dir: Path, texts: list[str], causal: str) -> float:
+    "Seconds the classify systems take for `texts`, averaged over the three that need a model: the encoder, and the causal model prompted twice."
+    from domaintune_course.generation import inference_device
+    from domaintune_course.models import load_model, load_tokenizer
+    from domaintune_course.tasks import classify
+    from domaintune_course.training import run_file
+    info, (model, tok), lm = run_file(run_dir, "classify"), classify.load_classifier(run_dir), (load_tokenizer(causal), load_model(causal).to(inference_device()).eval())
+    t = time.perf_counter(); classify.predict_proba(model, tok, texts, info["max_length"], info["truncation"]); encoder = time.perf_counter() - t
+    t = time.perf_counter(); prompted_scores(texts, lm); prompt = time.perf_counter() - t
+    return (encoder + 2 * prompt) / 3
 
 def causal_model(cfg) -> str:
     "The causal model a classify job prompts: `extra['causal_model']`, else the profile's Q&A model (lesson 04's zero-shot system)."
@@ -251,28 +260,15 @@ def shot_instruction(shots: list[dict], # worked examples from the training spli
     return f"{head}\n\nExamples:\n\n{shown}\n\nNow the review to classify."
 
 def prompted_scores(texts: list[str], # reviews
-                    model_name: str | tuple, # a causal LM (registry name, directory or hub id), or (tokenizer, model) loaded
+                    model: str | tuple, # a causal LM (registry name, directory or hub id), or (tokenizer, model) loaded
                     shots: list[dict] | None = None, # worked examples (few-shot); None: zero-shot
-                    max_length: int = 384, # review tokens kept (head+tail) in the prompt
-                    batch_size: int = 8, # prompts per forward pass
-                    progress: bool | str = False, # a progress bar's label
+                    progress: bool = False, # show a progress bar
                    ) -> list[float]:
-    "P(positive) from a causal LM's next token after the prompt, 'positive' against 'negative' (lesson 04's zero-shot, with optional examples)."
-    import torch
-    from domaintune_course.data import build_prompt
-    from domaintune_course.generation import inference_device
-    from domaintune_course.models import load_model, load_tokenizer
-    from domaintune_course.tasks.classify import LABELS, _length_batches, _next_token_logprobs, clip_text
-    tok, lm = model_name if isinstance(model_name, tuple) else (load_tokenizer(model_name), load_model(model_name).to(inference_device()).eval())
-    words = {l: sorted({tok.encode(w, add_special_tokens=False)[0] for w in (l, l.capitalize())}) for l in LABELS}
-    note = shot_instruction(shots, tok) if shots else None
-    prompts = [build_prompt("classify", dict(text=clip_text(t, tok, max_length)), tok, style="auto", labels=list(LABELS), instruction=note) for t in texts]
-    ids, out = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], [0.0] * len(texts)
-    for idx in _length_batches([len(x) for x in ids], batch_size, bool(progress), desc=progress or "scoring"):
-        logp = _next_token_logprobs(lm, tok, [ids[j] for j in idx])
-        positive, negative = (torch.logsumexp(logp[:, words[l]], -1) for l in LABELS[::-1])
-        for j, p in zip(idx, torch.sigmoid(positive - negative).tolist()): out[j] = p
-    return out
+    "P(positive) from lesson 04's zero-shot prompt (`zero_shot_scores`), with worked examples in the instruction when `shots` are given."
+    from domaintune_course.models import load_tokenizer
+    from domaintune_course.tasks.classify import zero_shot_scores
+    tok = model[0] if isinstance(model, tuple) else load_tokenizer(model)
+    return [float(x) for x in zero_shot_scores(texts, model, progress=progress, instruction=shot_instruction(shots, tok) if shots else None)]
 
 
 # %% ../nbs/reference/advise.ipynb #ad0c1a07
@@ -504,7 +500,8 @@ def advise(path: str | Path | None, # the user's file (any layout `prepare` read
     full, plan, limit = full_steps(cfg, calib["sizes"]["train"]), None, limit or cfg.eval_limit  # the profile's held-out size, unless told
     if minutes:  # what is fixed: calibrating, loading and saving twice, and two evaluations on the validation split
         fixed = calib["elapsed_seconds"] + 2 * calib["fixed_seconds"] + 2 * calib["eval_seconds_per_example"] * min(calib["sizes"]["validation"], 200)
-        plan = plan_budget(minutes, calib["step_seconds"], calib["answer_seconds"], len(names), fixed,
+        answering = len(names) - (task == "classify")  # TF-IDF's answers cost next to nothing; the calibration timed the other three
+        plan = plan_budget(minutes, calib["step_seconds"], calib["answer_seconds"], answering, fixed,
                            available=min(calib["sizes"]["test"], limit), max_steps=full, target_examples=limit)
         cfg = replace(cfg, max_steps=plan["steps"], eval_limit=plan["examples"], eval_steps=max(1, math.ceil(plan["steps"] / 2)))
     steps, examples, run = cfg.max_steps if cfg.max_steps > 0 else full, min(limit, cfg.eval_limit, calib["sizes"]["test"]), out / "run"

@@ -416,16 +416,17 @@ def _next_token_logprobs(lm, tokenizer, ids: list[list[int]]) -> "torch.Tensor":
 
 # %% ../../nbs/04_imdb.ipynb #2a5639f1
 def zero_shot_scores(texts: list[str], # reviews
-                     model_name: str = "smollm2-135m", # an instruct causal LM with a chat template
+                     model_name: str | tuple = "smollm2-135m", # a causal LM's name, or a loaded (tokenizer, model)
                      max_length: int = 384, # review tokens kept (head+tail) in the prompt
                      batch_size: int = 16, # prompts per forward pass, left-padded, similar lengths together
                      progress: bool = True, # show a progress bar
+                     instruction: str | None = None, # replaces the task's instruction (worked examples make it few-shot)
                     ) -> np.ndarray:
     "P(positive) from an instruct LM's first answer token, comparing 'positive' with 'negative'."
     import torch
-    tok, lm = load_tokenizer(model_name), load_model(model_name).to(inference_device()).eval()
+    tok, lm = model_name if isinstance(model_name, tuple) else (load_tokenizer(model_name), load_model(model_name).to(inference_device()).eval())
     words = {l: sorted({tok.encode(w, add_special_tokens=False)[0] for w in (l, l.capitalize())}) for l in LABELS}
-    prompts = [build_prompt("classify", dict(text=clip_text(t, tok, max_length)), tok, style="chat", labels=list(LABELS)) for t in texts]
+    prompts = [build_prompt("classify", dict(text=clip_text(t, tok, max_length)), tok, "auto", list(LABELS), instruction) for t in texts]
     ids, out = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], np.zeros(len(texts), dtype=float)
     for idx in _length_batches([len(x) for x in ids], batch_size, progress, desc="scoring (zero-shot)"):
         logp = _next_token_logprobs(lm, tok, [ids[j] for j in idx])
