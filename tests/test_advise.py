@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["summarize", "classify"])  # qa: the README's documented command runs it on a copy of the bundled set
+@pytest.mark.parametrize("task", ["summarize"])  # qa: the README's command runs it on a copy of the bundled set; classify: lesson 07
 def test_advise_on_each_bundled_set_at_the_smoke_budget(task, tmp_path):
     "The documented command on a bundled set: every system answers the same held-out examples, the report and the run listing."
     r = dt("advise", BUNDLED[task], "--task", task, "--profile", "smoke", "--limit", 4, "--answers", 500, "--out", "advice", runs_dir=tmp_path, check=True)
@@ -36,7 +36,7 @@ def test_advise_on_each_bundled_set_at_the_smoke_budget(task, tmp_path):
     listed = json.loads(dt("runs", "list", "--json", runs_dir=tmp_path, check=True).stdout)
     assert [(x["run"], x["task"], x["status"]) for x in listed] == [("advice", task, "succeeded")]
     assert listed[0]["metric"].startswith(advise.METRIC[task][1] + "=")
-    if task != "classify": assert all("hallucination" in s for s in result["systems"].values())
+    assert all("hallucination" in s for s in result["systems"].values())
 
 
 def test_a_finished_job_is_a_run(tiny):
@@ -80,3 +80,27 @@ def test_bad_input_leaves_nothing_behind(tiny, tmp_path):
         r = dt("advise", *argv, "--out", "bad-job", runs_dir=tmp_path / "runs")
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
         assert not (tmp_path / "runs" / "bad-job").exists()
+
+
+def test_a_messy_real_world_file_is_advised_on(tiny, tmp_path):
+    "What real files hold: long answers, one question asked twice with different answers, one-word fields; Latin-1 bytes and an empty field get the fix."
+    rows = [dict(question=f"How should a patient with condition {i} take medicine {i % 7}?", answer=("Take it with food, " * (60 if i % 5 == 0 else 2)) + f"dose {i}.")
+            for i in range(40)]
+    rows += [dict(question="How should a patient with condition 3 take medicine 3?", answer="Only in the evening, with water."),
+             dict(question="Why?", answer="Yes"), dict(question="Caf\u00e9 au lait spots: harmful?", answer="Usually not harmful.")]
+    import pandas as pd
+    path = tmp_path / "clinic.csv"
+    pd.DataFrame(rows).to_csv(path, index=False, encoding="latin-1")
+    r = dt("advise", path, "--task", "qa", "--profile", "smoke", "--model", tiny["model"], "--out", "messy", runs_dir=tmp_path / "runs")
+    assert r.returncode == 2 and "clinic.csv:44" in r.stderr and "UTF-8" in r.stderr and not (tmp_path / "runs" / "messy").exists()
+    pd.DataFrame(rows).to_csv(path, index=False, encoding="utf-8")
+    r = dt("advise", path, "--task", "qa", "--profile", "smoke", "--model", tiny["model"], "--limit", 3, "--out", "messy", runs_dir=tmp_path / "runs")
+    assert r.returncode == 0, r.stderr[-3000:]
+    advice = read_json(tmp_path / "runs" / "messy" / "advice.json")
+    from domaintune_course.formats import read_jsonl
+    splits = {s: {x["prompt"] for x in read_jsonl(tmp_path / "runs" / "messy" / "run" / "data" / f"{s}.jsonl")} for s in ("train", "validation", "test")}
+    assert not (splits["train"] & splits["test"]) and not (splits["train"] & splits["validation"])  # the repeated question never straddles splits
+    assert advice["n"] == 3 and len(advice["systems"]) == 6
+    pd.DataFrame(rows + [dict(question="", answer="An answer without a question.")]).to_csv(path, index=False)
+    r = dt("advise", path, "--task", "qa", "--profile", "smoke", "--model", tiny["model"], "--out", "empty", runs_dir=tmp_path / "runs")
+    assert r.returncode == 2 and "clinic.csv:45: field 'question': empty" in r.stderr and not (tmp_path / "runs" / "empty").exists()

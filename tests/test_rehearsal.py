@@ -44,6 +44,9 @@ for task in sys.argv[1:] or ("qa", "classify", "summarize"):
     done = train["code"] == 0
     result[task] = dict(train=train, evaluate=run("evaluate", "--run", f"{task}-run") if done else None,
                         generate=run("generate", "--run", f"{task}-run", texts[task]) if done else None)
+    if task == "qa" and globals().get("ADVISE"):  # should I fine-tune? the whole advise job with the profile's models
+        from domaintune_course.data import bundled_path
+        result[task]["advise"] = run("advise", str(bundled_path("qa")), "--task", "qa", "--out", "qa-advice")
 print("REHEARSAL " + json.dumps(result))
 """
 P100 = "p100-without-kernels"
@@ -110,7 +113,7 @@ def cli_rehearsals(hub, tmp_path_factory):
     started = {}
     for profile in CLI_PROFILES:
         work = tmp_path_factory.mktemp(f"cli-{profile}")
-        started[profile] = _start([sys.executable, "-c", DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work)
+        started[profile] = _start([sys.executable, "-c", "ADVISE = True\n" + DRIVER], rehearsal_env(hub, profile, work / "runs"), work, work)
     work = tmp_path_factory.mktemp(f"cli-{P100}")  # no profile set: detected; the session's cache, where SmolLM2 is kept converted
     env = {k: v for k, v in rehearsal_env(hub, "", work / "runs").items() if k not in ("DOMAINTUNE_PROFILE", "DOMAINTUNE_CACHE")}
     env |= {k: os.environ[k] for k in ("DOMAINTUNE_CACHE",) if k in os.environ}
@@ -152,6 +155,10 @@ def test_every_task_rehearses_through_the_command_line(profile, hub, cli_rehears
         assert metrics["substitutions"]["optimizer"]["used"] == "adamw_torch" and "On this machine:" in steps["train"]["out"]
         if task == "qa": assert metrics["fit"].startswith("at chance")  # random weights: no better than guessing over the vocabulary
         if task == "summarize": assert metrics["data_source"] == "knkarthick/dialogsum"
+        if task == "qa":  # advise compared every system with the profile's model, fine-tuned at its precision and optimizer
+            advice = json.loads((tmp_path / "runs" / "qa-advice" / "advice.json").read_text())
+            assert (advice["model"], advice["profile"], advice["recommended"] in advice["systems"]) == (cfg.model, profile, True)
+            assert len(advice["systems"]) == 6 and advice["key_facts"] is not None
     assert any(f"/{REGISTRY[make_config('summarize', profile).model].hub_id}/resolve/" in q for q in hub.requests)
     assert any("/datasets/knkarthick/dialogsum/resolve/" in q for q in hub.requests)
     if make_config("qa", profile).model == "falcon-rw-1b":  # main holds pickle weights only: downloaded, converted, loaded from the copy
