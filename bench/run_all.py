@@ -1,4 +1,4 @@
-"""Run every benchmark (throughput, memory, quality, hallucination, quantization, generation, lessons; the GPU check where there is a GPU) and write
+"""Run every benchmark (throughput, memory, quality, hallucination, advise, quantization, generation, lessons; the GPU check where there is a GPU) and write
 `SUMMARY.md`: a Markdown table per results file, each with the date, machine and command that produced it.
 
     python bench/run_all.py                      # everything (what `make bench` runs); expect a few hours on 2 CPU cores
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
-BENCHMARKS = ("throughput", "memory", "quality", "hallucination", "quantization", "generation", "lessons", "gpu")
+BENCHMARKS = ("throughput", "memory", "quality", "hallucination", "advise", "quantization", "generation", "lessons", "gpu")
 SCRIPTS = dict(gpu="gpu_check")  # benchmark name -> script, where they differ
 INCOMPLETE = 3  # gpu_check's exit status when its budget ran out before every step finished (not a failure)
 
@@ -221,8 +221,18 @@ def hallucination_md(d: dict) -> str:
                       table(head, rows), ""])
 
 
+def advise_md(d: dict) -> str:
+    "Per bundled set: what `domaintune advise` recommended, on how many held-out examples, in how long, and whether it agrees with quality.json."
+    rows = [[t, r["status"], r.get("n"), r.get("steps"), round(r["wall_seconds"] / 60, 1), r.get("best"), r.get("recommended"),
+             r.get("examples_for_power"), ("yes" if all(a["agrees"] for a in r["agreement"].values()) else "no") if r.get("agreement") else None]
+            for t, r in d["tasks"].items() if r["status"] == "ok"]
+    budget = f"--minutes {d['minutes']:g} (must end within {1.2 * d['minutes']:g})" if d.get("minutes") else "the profile's full budget"
+    return "\n".join([f"Each bundled set through `domaintune advise` at {budget}; every system's interval and cost are in the JSON and the reports.", "",
+                      table(["set", "status", "held out", "steps", "minutes", "best", "recommended", "examples for 80% power", "agrees with quality.json"], rows), ""])
+
+
 SECTIONS = dict(throughput=("Training throughput", throughput_md), memory=("Memory: estimator vs measurement", memory_md),
-                quality=("Held-out quality", quality_md), hallucination=("Hallucination by remedy", hallucination_md), quantization=("Quantization: fp32, 8-bit and NF4 under one LoRA budget", quantization_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
+                quality=("Held-out quality", quality_md), hallucination=("Hallucination by remedy", hallucination_md), advise=("Should I fine-tune? (advise)", advise_md), quantization=("Quantization: fp32, 8-bit and NF4 under one LoRA budget", quantization_md), generation=("Generation speed", generation_md), lessons=("Lesson cost", lessons_md),
                 gpu=("GPU check", gpu_md))
 
 
