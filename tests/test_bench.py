@@ -277,7 +277,8 @@ def _numbers(tree) -> list[float]:
 
 
 @pytest.mark.parametrize("lesson, result", [("01b_lora_nf4", "quantization.json"), ("05b_hallucination", "hallucination.json"),
-                                            ("03_domain_qa", "quality.json"), ("05_dialogsum", "quality.json")])
+                                            ("03_domain_qa", "quality.json"), ("05_dialogsum", "quality.json"),
+                                            ("07_should_i_finetune", "advise.json")])
 def test_lessons_quote_the_committed_results(lesson, result):
     "Every figure a lesson quotes from a file under bench/results/ is in that file, at the precision quoted, beside its command and date."
     import re
