@@ -84,7 +84,8 @@ def reasons(result: dict, # what `recommend` returns (without `reasons`)
     "One paragraph: what is recommended, and the numbers that decided it."
     r, s = result, result["systems"]
     pick, best, p = r["recommended"], r["best"], lambda x: f"{x * points:.1f}"
-    cost = lambda k: f"{s[k]['cost_seconds'] / 60:.1f} minutes (training, then {r['answers']:,} answers)"
+    took = lambda x: f"{x:.0f} seconds" if x < 60 else f"{x / 60:.1f} minutes"
+    cost = lambda k: f"{took(s[k]['cost_seconds'])} (training, then {r['answers']:,} answers)"
     lead = lambda k: (f"{best} leads {k} by {p(s[k]['best_minus_it']['delta'])} points on these {r['n']} examples, 95% interval "
                       f"{p(s[k]['best_minus_it']['low'])} to {p(s[k]['best_minus_it']['high'])}")
     if pick == best:
@@ -121,10 +122,13 @@ def plan_budget(minutes: float, # what the user allows (the job must end within 
     if minutes * 60 < need:
         raise InputError(f"--minutes {minutes:g} is too short here: {min_steps} training steps and {floor} held-out examples "
                          f"for {systems} systems take about {need / 60:.1f} minutes on this machine. Fix: --minutes {math.ceil(need / 60)} or more.")
-    examples = int(min(available, target_examples, max(floor, (budget - min_steps * step_seconds) // per_example)))
+    share = (budget / 2) // per_example  # at most half the time answering: the other half trains (a fine-tune of a few steps says little)
+    examples = int(min(available, target_examples, max(floor, share)))
     steps = int(min(max_steps, (budget - examples * per_example) // step_seconds))
+    if steps == max_steps:  # the full training budget fits: the time left answers more held-out examples
+        examples = int(min(available, target_examples, max(examples, (budget - steps * step_seconds) // per_example)))
     seconds = fixed_seconds + steps * step_seconds + examples * per_example
-    why = (f"{examples} held-out examples ({'all there are' if examples == available else f'at most {target_examples}' if examples == target_examples else 'what the minutes allow'}) "
+    why = (f"{examples} held-out examples ({'all there are' if examples == available else f'at most {target_examples}' if examples == target_examples else 'about half the minutes'}) "
            f"x {systems} systems at {answer_seconds:.2f} s an answer, and {steps} training steps at {step_seconds:.2f} s"
            f"{' (the full budget)' if steps == max_steps else ''}: about {seconds / 60:.1f} of {minutes:g} minutes")
     return dict(steps=steps, examples=examples, estimated_seconds=round(seconds, 1), limit_seconds=round(1.2 * minutes * 60, 1), why=why)
