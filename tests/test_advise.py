@@ -1,6 +1,7 @@
-"""`domaintune advise` end to end: the three bundled sets at the smoke budget, a job listed as a run, resumed without
-redoing finished stages, and bad input refused with nothing left behind."""
-import json, os
+"""`domaintune advise` end to end: the bundled dialogues at the smoke budget (the README's command runs it on the Q&A set,
+lesson 07 on the reviews), a job listed as a run, resumed without redoing finished stages, and bad input refused with
+nothing left behind."""
+import json
 from pathlib import Path
 import pytest
 
@@ -11,7 +12,7 @@ from domaintune_course.testing import tiny_model_dir, toy_qa_rows, write_jsonl
 from clirunner import dt
 
 DATA = Path(advise.__file__).parent / "data"
-BUNDLED = {"qa": DATA / "chronic_care_qa.jsonl", "summarize": DATA / "dialogues.jsonl", "classify": DATA / "movie_reviews.csv"}
+BUNDLED = {"summarize": DATA / "dialogues.jsonl"}
 
 
 @pytest.fixture(scope="module")
