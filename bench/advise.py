@@ -19,8 +19,6 @@ import benchlib
 
 TASKS = ("qa", "summarize", "classify")
 DATA = {"qa": "chronic_care_qa.jsonl", "summarize": "dialogues.jsonl", "classify": "movie_reviews.csv"}
-QUALITY_NAMES = {"classify": {"tf-idf + logistic regression": "tf-idf + logistic regression", "zero-shot prompting": "zero-shot prompting",
-                              "fine-tuned encoder": "fine-tuned encoder"}}  # advise's classify systems under quality.json's names
 RUNNER = ("import resource, sys\nfrom domaintune_course.cli import main\ncode = main(sys.argv[1:])\n"
           "print('peak_rss_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)\nsys.exit(code)")
 
@@ -65,7 +63,7 @@ def agreement(task: str, systems: dict) -> dict:
     key = {"qa": "token_f1", "summarize": "rougeL", "classify": "accuracy"}[task]
     out = {}
     for name, s in systems.items():
-        q = quality.get(QUALITY_NAMES.get(task, {}).get(name, name))
+        q = quality.get(name)  # advise names its systems as quality.json does
         if not q: continue
         low, high = (q.get(f"{key}_low"), q.get(f"{key}_high")) if key != "accuracy" else (q.get("ci_low"), q.get("ci_high"))
         out[name] = dict(advise=s["mean"], quality=round(q[key], 4), quality_low=low, quality_high=high,

@@ -424,7 +424,7 @@ def cmd_advise(args) -> int:
     except InputError:
         if new and not (d / "run").exists(): shutil.rmtree(d, ignore_errors=True)  # stopped before training: nothing worth keeping
         raise
-    if result.get("cancelled"): print(f"{d.name}: cancelled; continue it with `domaintune advise --out {d.name} --resume`."); return 0
+    if result.get("cancelled"): print(f"{d.name}: cancelled; continue it with `domaintune advise --out {d.name} --resume`.")
     return 0
 
 def _advise_parser(sub):
