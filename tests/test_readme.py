@@ -54,6 +54,7 @@ def shell_commands(markdown: str) -> list[list[str]]:
 
 # the README and every lesson with a command-line section (index.ipynb is the README's source: its commands run once, as the README's)
 DOCUMENTS = [ROOT / "README.md"] + [p for p in LESSONS + REFERENCE if shell_commands(markdown_of(p))]
+README_LINES = {shlex.join(c) for c in shell_commands(markdown_of(ROOT / "README.md"))}
 
 
 def test_the_readme_documents_every_task_end_to_end():
@@ -127,16 +128,35 @@ def run_documented(argv: list[str], cwd: Path, threads: int | None = None) -> su
     return subprocess.run([str(EXE), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=2400)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
-def test_documented_commands_run_as_written(doc, tmp_path):
-    "The shell commands of the README (and of a lesson's command-line section) run in order on a user's data files and succeed."
-    cmds = shell_commands(markdown_of(doc))
+def run_documented_block(cmds: list[list[str]], cwd: Path, done: dict | None = None) -> list[tuple[list[str], subprocess.CompletedProcess]]:
+    "A document's commands in `cwd` on its data files, in order; a command line `done` already holds (the README's, in the same folder) is not run again."
     files = data_files(cmds)
     unknown = [f for f, t in files.items() if t is None]
-    assert not unknown, f"{doc.name}: cannot tell which task the data file(s) {unknown} are for"
-    for name, task in files.items(): supply(tmp_path / name, task)
-    for argv, r in run_in_order(cmds, tmp_path):
+    assert not unknown, f"cannot tell which task the data file(s) {unknown} are for"
+    for name, task in files.items():
+        if not (cwd / name).exists(): supply(cwd / name, task)
+    done = done or {}
+    ran = dict((shlex.join(a), r) for a, r in run_in_order([c for c in cmds if shlex.join(c) not in done], cwd))
+    return [(c, done.get(shlex.join(c)) or ran.get(shlex.join(c))) for c in cmds if shlex.join(c) in done or shlex.join(c) in ran]
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory):
+    "The README's commands, run once in one folder: the folder, and each command line's result."
+    cwd = tmp_path_factory.mktemp("readme")
+    return cwd, {shlex.join(a): r for a, r in run_documented_block(shell_commands(markdown_of(ROOT / "README.md")), cwd)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.name)
+def test_documented_commands_run_as_written(doc, tmp_path, request):
+    """The shell commands of the README (and of a lesson's command-line section) run in order on a user's data files and succeed.
+    A lesson that shows a command the README shows goes on in the README's folder from there, as a reader of both would."""
+    cmds = shell_commands(markdown_of(doc))
+    shared = doc.name == "README.md" or any(shlex.join(c) in README_LINES and _task_of(c, cmds) for c in cmds)  # a task's command, not `runs list`
+    cwd, done = request.getfixturevalue("readme_run") if shared else (tmp_path, {})
+    files = data_files(cmds)
+    for argv, r in run_documented_block(cmds, cwd, done):
         assert r.returncode == 0 and "Traceback" not in r.stderr, f"{doc.name}: `{shlex.join(argv)}` exited {r.returncode}:\n{r.stderr[-3000:]}"
         if argv[1:3] == ["runs", "show"]:
             shown = json.loads(r.stdout)
