@@ -6,10 +6,10 @@ Docs: https://domaintune-course.github.io/domaintune-course/reference/advise.htm
 
 # %% auto #0
 __all__ = ['CLASSIFY_SYSTEMS', 'STAGES', 'METRIC', 'ANSWER_FLAG', 'KAPPA_NEEDED', 'total_cost', 'examples_for_power', 'recommend',
-           'reasons', 'plan_budget', 'qa_systems', 'held_out', 'full_steps', 'calibrate', 'causal_model',
-           'summarize_systems', 'classify_systems', 'shot_instruction', 'prompted_scores', 'classify_scores',
-           'hallucination_rates', 'plot_advice', 'write_report', 'Progress', 'systems_of', 'compare_all',
-           'key_fact_agreement', 'side_by_side', 'advise']
+           'reasons', 'answering_seconds', 'plan_budget', 'qa_systems', 'held_out', 'full_steps', 'calibrate',
+           'causal_model', 'summarize_systems', 'classify_systems', 'shot_instruction', 'prompted_scores',
+           'classify_scores', 'hallucination_rates', 'plot_advice', 'write_report', 'Progress', 'systems_of',
+           'compare_all', 'key_fact_agreement', 'side_by_side', 'advise']
 
 # %% ../nbs/reference/advise.ipynb #63e6bce9
 import math, os, shutil, tempfile, time
@@ -104,6 +104,14 @@ def reasons(result: dict, # what `recommend` returns (without `reasons`)
     return text
 
 # %% ../nbs/reference/advise.ipynb #0a1cc4c3
+def answering_seconds(examples: int, # held-out examples
+                      systems: int, # systems that answer each of them
+                      answer_seconds: float, # one answer's share of a full batch (calibrated)
+                      batch: int = 1, # answers generated together: a part-filled batch costs a full one
+                     ) -> float:
+    "Seconds for `systems` systems to answer `examples` held-out examples, a batch at a time."
+    return math.ceil(examples / batch) * batch * systems * answer_seconds
+
 def plan_budget(minutes: float, # what the user allows (the job must end within 1.2 x this)
                 step_seconds: float, # one training step on this machine (calibrated)
                 answer_seconds: float, # one answer of one system on this machine (calibrated)
@@ -117,8 +125,8 @@ def plan_budget(minutes: float, # what the user allows (the job must end within 
                ) -> dict:
     "Training steps and held-out examples that fit `minutes`, with the estimate and why; InputError when they cannot."
     budget = minutes * 60 - fixed_seconds
-    per_batch = answer_seconds * systems * batch
-    answering = lambda k: math.ceil(k / batch) * per_batch  # seconds for every system to answer k held-out examples
+    per_batch = answering_seconds(batch, systems, answer_seconds, batch)
+    answering = lambda k: answering_seconds(k, systems, answer_seconds, batch)
     floor, min_steps = min(min_examples, available), min(min_steps, max_steps)
     need = fixed_seconds + min_steps * step_seconds + answering(floor)
     if minutes * 60 < need:
@@ -151,7 +159,6 @@ def _task(task: str):
     import importlib
     from domaintune_course.formats import check_task
     return importlib.import_module(f"domaintune_course.tasks.{check_task(task)}")
-
 
 def held_out(task: str, # qa | summarize | classify
              run_dir: Path | str, # a run `train` prepared (its data/test.jsonl)
@@ -410,8 +417,7 @@ class Progress:
 def _estimate(calib: dict, steps: int, examples: int, systems: int, stage: str) -> float:
     "Seconds left from the start of `stage`, by the calibration: training, then every system's answers, then loading twice."
     train = steps * calib["step_seconds"] if stage in ("calibrate", "train") else 0.0
-    batch = calib.get("answer_batch", 1)
-    answer = math.ceil(examples / batch) * batch * systems * calib["answer_seconds"] if stage != "report" else 0.0
+    answer = answering_seconds(examples, systems, calib["answer_seconds"], calib.get("answer_batch", 1)) if stage != "report" else 0.0
     return train + answer + 2 * calib["fixed_seconds"]
 
 def systems_of(task: str) -> tuple:

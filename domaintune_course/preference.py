@@ -104,12 +104,12 @@ def pair_dataset(pairs: list[dict], # from `build_pairs` (or any with `dialogue`
                 ) -> tuple:
     "(a `datasets.Dataset` of prompt/chosen/rejected strings laid out exactly as the run was trained, pairs dropped as too long)."
     from datasets import Dataset
-    from domaintune_course.data import build_example
+    from domaintune_course.tasks.summarize import summary_example
     text = lambda x: x["summary"] if isinstance(x, dict) else x
     rows, long = [], 0
     for p in pairs:
-        prompt, chosen = build_example("summarize", dict(dialogue=p["dialogue"], summary=text(p["chosen"])), tokenizer, style)
-        _, rejected = build_example("summarize", dict(dialogue=p["dialogue"], summary=text(p["rejected"])), tokenizer, style)
+        prompt, chosen = summary_example(dict(dialogue=p["dialogue"], summary=text(p["chosen"])), tokenizer, style)  # as `summarize.train` lays out its examples
+        _, rejected = summary_example(dict(dialogue=p["dialogue"], summary=text(p["rejected"])), tokenizer, style)
         if max_length and max(len(tokenizer(prompt + c).input_ids) for c in (chosen, rejected)) > max_length: long += 1; continue
         rows.append(dict(prompt=prompt, chosen=chosen, rejected=rejected))
     return Dataset.from_list(rows) if rows else None, long
